@@ -1,0 +1,1 @@
+"""dvae_cupy: discrete VAE trained by direct optimization through arg max."""
