@@ -422,3 +422,17 @@ def marginal_nll_importance(params, x, n_categories, gumbel):
     log_px_z = -np.stack([decoder_loss(params, x, z[:, s], n_categories) for s in range(n_samples)], 1)
     log_weights = log_px_z - n_latent * np.log(n_categories) - log_q
     return np.log(n_samples) - logsumexp(log_weights, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimiser: Adam as PyTorch defines it (bias-corrected moments, eps added outside the sqrt).
+
+ADAM_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+
+
+def adam_step(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One Adam update at 1-based step `step`; returns new (param, m, v), inputs untouched."""
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    denom = np.sqrt(v) / np.sqrt(1 - beta2 ** step) + eps
+    return param - (lr / (1 - beta1 ** step)) * m / denom, m, v

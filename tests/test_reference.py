@@ -364,3 +364,19 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         ref.exact_estimator(params, x, k)
     with pytest.raises(ValueError, match="n_samples"):
         ref.sample_codes(np.zeros((2, 3, 4)), np.random.default_rng(), n_samples=0)
+
+
+def test_adam_step_matches_the_written_out_update():
+    rng = np.random.default_rng(13)
+    param, grad = rng.normal(size=5), rng.normal(size=5)
+    m, v = np.zeros(5), np.zeros(5)
+    for step in (1, 2):
+        new_param, m_new, v_new = ref.adam_step(param, grad, m, v, step, lr=0.01)
+        np.testing.assert_allclose(m_new, 0.9 * m + 0.1 * grad)
+        np.testing.assert_allclose(v_new, 0.999 * v + 0.001 * grad ** 2)
+        m_hat, v_hat = m_new / (1 - 0.9 ** step), v_new / (1 - 0.999 ** step)
+        np.testing.assert_allclose(new_param, param - 0.01 * m_hat / (np.sqrt(v_hat) + 1e-8), rtol=1e-12)
+        param, m, v = new_param, m_new, v_new
+    # The first step of Adam moves every entry by about lr, whatever the gradient's scale.
+    first, _, _ = ref.adam_step(np.zeros(3), np.array([1e-3, 1.0, -1e3]), np.zeros(3), np.zeros(3), 1, lr=0.01)
+    np.testing.assert_allclose(np.abs(first), 0.01, rtol=1e-4)
