@@ -1,0 +1,17 @@
+"""The GPU backend's orchestration, unchanged, with the CUDA kernels under the simulator and
+NumPy arrays standing in for CuPy: every dvae-check row against the float64 reference."""
+import numpy as np
+import pytest
+
+from dvae_cupy import check
+from dvae_cupy.backend import Backend, _load_ops
+
+SIMULATED_GPU = Backend("gpu", np, _load_ops("_cuda"))
+
+
+@pytest.mark.parametrize("op", [name for name, *_ in check.CHECKS])
+def test_cuda_kernels_under_simulator_match_reference(op):
+    results = check.run_checks(SIMULATED_GPU, only=[op])
+    assert results, f"no check ran for {op}"
+    failed = [r for r in results if not r.passed]
+    assert not failed, check.format_table(failed)
