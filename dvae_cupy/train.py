@@ -229,12 +229,13 @@ class Trainer:
                   "train_loss": train_loss, "seconds": seconds}
         record.update(self.evaluate())
         self.metrics.append(record)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
         if record["valid_loss"] < self.best_valid:
             self.best_valid = record["valid_loss"]
             self.save_checkpoint(self.out / "best.h5")
+        # The checkpoint first: it holds every metrics line, so resume can rewrite the file.
         self.save_checkpoint()
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
         self.write_pictures()
         nll = f" test_nll {record['test_nll']:.2f}" if "test_nll" in record else ""
         self.log(f"epoch {self.epoch:3d}  train {train_loss:.2f}  valid {record['valid_loss']:.2f}  "

@@ -1,0 +1,149 @@
+"""The trainer end to end on the CPU: it learns, it resumes exactly, it fails clearly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dvae_cupy.checkpoint import load_checkpoint
+from dvae_cupy.cli import train_main
+from dvae_cupy.train import TrainConfig, Trainer, annealed
+
+
+def quiet(*args):
+    pass
+
+
+@pytest.mark.parametrize("estimator, extra", [
+    ("direct", {}),
+    ("gumbel-softmax", {"straight_through": True}),
+])
+def test_a_few_hundred_steps_lower_the_test_loss(tmp_path, estimator, extra):
+    config = TrainConfig(estimator=estimator, train_subset=6000, eval_subset=500, epochs=5,
+                         backend="cpu", out=str(tmp_path), progress=False, **extra)
+    trainer = Trainer(config, log=quiet)
+    before = trainer.evaluate()["test_loss"]
+    metrics = trainer.run()
+    after = metrics[-1]["test_loss"]
+    assert trainer.step == 300
+    assert after < 0.75 * before, f"{estimator}: test loss {before:.1f} -> {after:.1f}"
+    assert metrics[-1]["test_nll"] <= after + 1e-3  # exact NLL (N = 1) <= the sampled bound
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+    for key in ("epoch", "train_loss", "valid_loss", "test_loss", "seconds"):
+        assert key in json.loads(lines[-1])
+    for name in ("checkpoint.h5", "best.h5", "reconstructions.png", "codes.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_eps_schedule_is_the_papers():
+    assert annealed(1.0, 1e-5, 0.1, 0, 500) == 1.0
+    assert annealed(1.0, 1e-5, 0.1, 499, 500) == 1.0          # updated every 500 steps
+    assert annealed(1.0, 1e-5, 0.1, 500, 500) == pytest.approx(np.exp(-5e-3))
+    assert annealed(1.0, 1e-5, 0.1, 10 ** 7, 500) == 0.1      # floored at eps_min
+
+
+# ---------------------------------------------------------------------------------------------
+# Interruptions: a killed run and a Ctrl-C'd run resume to the same parameters as a run that was
+# never interrupted (same seed): all randomness is a function of (seed, step).
+
+SMALL_RUN = ["--train-subset", "1500", "--eval-subset", "200", "--hidden", "32", "--latent-vars", "3",
+             "--categories", "4", "--batch-size", "50", "--epochs", "4", "--backend", "cpu",
+             "--no-progress", "--seed", "7"]
+
+
+def run_cli(args, **kwargs):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "dvae_cupy.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def wait_for_epochs(path, epochs, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= epochs:
+            return
+        if process.poll() is not None:
+            raise AssertionError("run ended early:\n" + process.stdout.read())
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for an epoch")
+
+
+def final_params(folder):
+    return load_checkpoint(folder / "checkpoint.h5").params
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    process = run_cli([*SMALL_RUN, "--out", str(folder)])
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    return folder
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_parameters(tmp_path, uninterrupted):
+    process = run_cli([*SMALL_RUN, "--out", str(tmp_path)])
+    wait_for_epochs(tmp_path / "metrics.jsonl", 1, process)
+    process.kill()  # SIGKILL: no chance to save anything more
+    process.wait()
+    resumed = run_cli([*SMALL_RUN, "--out", str(tmp_path), "--resume"])
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    assert "resumed from" in output
+    assert_same_params(final_params(tmp_path), final_params(uninterrupted))
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted):
+    process = run_cli([*SMALL_RUN, "--out", str(tmp_path)])
+    wait_for_epochs(tmp_path / "metrics.jsonl", 1, process)
+    time.sleep(0.3)  # into the second epoch
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 130, output
+    assert "checkpoint saved" in output
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.h5")
+    assert checkpoint.step > 0
+    resumed = run_cli([*SMALL_RUN, "--out", str(tmp_path), "--resume"])
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    assert_same_params(final_params(tmp_path), final_params(uninterrupted))
+
+
+def test_resume_refuses_a_different_run(tmp_path, uninterrupted, capsys):
+    import shutil
+
+    shutil.copy(uninterrupted / "checkpoint.h5", tmp_path / "checkpoint.h5")
+    args = [a if a != "4" else "5" for a in SMALL_RUN]  # --categories 5 (and --epochs 5)
+    assert train_main([*args, "--out", str(tmp_path), "--resume"]) == 2
+    assert "n_categories=4 (now 5)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--categories", "1"], "n_categories must be an integer >= 2"),
+    (["--latent-vars", "0"], "n_latent must be an integer >= 1"),
+    (["--eps0", "0"], "eps0 must be a finite number > 0"),
+    (["--lr", "nan"], "lr must be a finite number > 0"),
+    (["--estimator", "exact", "--latent-vars", "2"], "needs n_latent = 1"),
+    (["--dataset", "/no/such/file.h5"], "/no/such/file.h5"),
+    (["--batch-size", "0"], "batch_size must be an integer >= 1"),
+])
+def test_bad_options_exit_2_with_a_clear_message(tmp_path, capsys, args, message):
+    assert train_main([*args, "--out", str(tmp_path), "--backend", "cpu", "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_names_the_file(tmp_path, capsys):
+    assert train_main(["--out", str(tmp_path), "--resume", "--backend", "cpu"]) == 2
+    assert "checkpoint.h5" in capsys.readouterr().err
