@@ -67,13 +67,34 @@ class DVAE:
         self.xp, self.ops = backend.xp, backend.ops
         rng = np.random.default_rng(seed)
         host = reference.init_params(shape.pixels, shape.hidden, shape.n_latent, shape.n_categories, rng)
-        self.params = {name: backend.asarray(host[name]) for name in PARAM_NAMES}
-        self.grads = {name: self.xp.zeros_like(p) for name, p in self.params.items()}
-        self.adam_m = {name: self.xp.zeros_like(p) for name, p in self.params.items()}
-        self.adam_v = {name: self.xp.zeros_like(p) for name, p in self.params.items()}
+        # Each of params, grads and the two Adam moments is one flat buffer with the 8 arrays as
+        # views into it, so that one Adam launch updates everything.
+        sizes = [host[name].size for name in PARAM_NAMES]
+        self.flat_params, self.params = self._flat_buffer(sizes)
+        self.flat_grads, self.grads = self._flat_buffer(sizes)
+        self.flat_m, self.adam_m = self._flat_buffer(sizes)
+        self.flat_v, self.adam_v = self._flat_buffer(sizes)
+        for name in PARAM_NAMES:
+            self.params[name][...] = backend.asarray(host[name])
         self.adam_steps = 0
         self.candidate_chunk = int(candidate_chunk)
         self.buf = Buffers(self.xp)
+
+    def _flat_buffer(self, sizes):
+        flat = self.xp.zeros(sum(sizes), dtype=np.float32)
+        views, offset = {}, 0
+        for name, size in zip(PARAM_NAMES, sizes):
+            views[name] = flat[offset:offset + size].reshape(self.param_shapes[name])
+            offset += size
+        return flat, views
+
+    @property
+    def param_shapes(self):
+        s = self.shape
+        return {"enc_w1": (s.pixels, s.hidden), "enc_b1": (s.hidden,),
+                "enc_w2": (s.hidden, s.n_codes), "enc_b2": (s.n_codes,),
+                "dec_w1": (s.n_codes, s.hidden), "dec_b1": (s.hidden,),
+                "dec_w2": (s.hidden, s.pixels), "dec_b2": (s.pixels,)}
 
     # -----------------------------------------------------------------------------------------
     # Parameters in and out (host NumPy dicts), for checkpoints and the reference comparisons.
@@ -238,7 +259,7 @@ class DVAE:
     # The optimiser.
 
     def adam_update(self, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+        """One Adam step on all 8 arrays at once (they share flat buffers)."""
         self.adam_steps += 1
-        for name in PARAM_NAMES:
-            self.ops.adam_update(self.params[name], self.grads[name], self.adam_m[name],
-                                 self.adam_v[name], lr, beta1, beta2, eps, self.adam_steps)
+        self.ops.adam_update(self.flat_params, self.flat_grads, self.flat_m, self.flat_v,
+                             lr, beta1, beta2, eps, self.adam_steps)

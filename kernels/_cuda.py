@@ -1,0 +1,98 @@
+"""Shared CUDA plumbing for the kernel modules: launch shape, stream, device-array views.
+
+The pattern every module in kernels/ follows (kernels/rng.py is the worked example):
+
+1. Scalar bodies. The per-element (or per-row) arithmetic is a function decorated
+   ``numba.njit(inline='always')`` that takes and returns scalars only. The same body is then
+   called from the CPU ``@numba.njit`` loop, from the CUDA kernel, under the CUDA simulator and
+   by ``numba.cuda.compile_ptx``. No arrays in or out: the simulator cannot hand arrays to @njit
+   code. Keep every integer in one type (e.g. uint64 with ``np.uint64`` constants): Numba types
+   ``uint64 op int64`` as float64.
+   Device-only helpers that need CUDA intrinsics (threadIdx, shared arrays, syncthreads) are
+   ``@cuda.jit(device=True, inline='always')``: without inline='always' compile_ptx needs a GPU
+   (CudaSupportError at driver init), and an @njit body that uses ``cuda.*`` fails under the
+   simulator (it runs @njit bodies compiled for the CPU).
+2. CPU twin: ``op_flat(args..., out)`` is ``@numba.njit`` and loops over a 1-D ``out`` (other
+   @njit code may call it); ``op(args..., out)`` is a plain Python front with exactly the
+   launcher's arguments: it casts scalars as the launcher does and passes ``flat_view(out)``.
+   No ``cache=True``: Numba's cache does not notice edits to scalar bodies imported from other
+   files.
+3. CUDA twin: ``op_kernel`` is ``@cuda.jit`` WITHOUT a signature, so it compiles lazily at the
+   first launch and the package imports on machines with no GPU. One thread per element,
+   bounds-checked against ``out.size``.
+4. Launcher: ``op_cuda(args..., out, stream=None)`` takes a CuPy array (on a GPU), a NumPy array
+   (under the simulator) or an already wrapped Numba device array; it flattens with
+   ``flat_view``, wraps with ``as_device_view``, casts scalars to the exact types registered in
+   CUDA_KERNELS (e.g. ``np.uint64(seed)``) and launches ``kernel[launch_1d(n) + (stream,)]`` on
+   ``current_stream()`` unless a stream is given. It returns nothing and never synchronises.
+5. Registry: the module defines ``CUDA_KERNELS = [(kernel, [signature, ...]), ...]`` listing
+   every ``@cuda.jit`` kernel it defines with the Numba signatures the project launches it with
+   (float32[::1] arrays, int32 indices, uint32/uint64 seeds). tests/test_ptx.py compiles each to
+   PTX for sm_80 and sm_90 and fails if a module-level kernel is missing from the list.
+6. Tests: tests/test_<op>.py compares the CPU twin to the float64 reference;
+   tests/cudasim/test_<op>_cuda.py runs the launcher under NUMBA_ENABLE_CUDASIM=1 on NumPy
+   arrays (small n, including n = 1 and n not a multiple of the block size) and compares with
+   the CPU twin; real-GPU tests are marked ``@pytest.mark.gpu`` and skip without CuPy.
+
+This module holds only the helpers those launchers share; it defines no kernels.
+"""
+import functools
+
+import numpy as np
+from numba import config
+from numba import cuda  # importable with no GPU; re-exported for the kernel modules
+
+__all__ = ["cuda", "launch_1d", "current_stream", "as_device_view", "flat_view", "cupy_usable"]
+
+DEFAULT_THREADS = 256
+
+
+def launch_1d(n, threads=DEFAULT_THREADS):
+    """(blocks, threads) covering n elements, one thread each; at least one block."""
+    return max(1, (int(n) + threads - 1) // threads), threads
+
+
+@functools.lru_cache(maxsize=None)
+def cupy_usable():
+    """True when CuPy imports and sees a GPU, and the simulator is off (it takes host arrays)."""
+    if config.ENABLE_CUDASIM:
+        return False
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.is_available())
+    except Exception:  # a broken driver/runtime install reads as "no GPU"
+        return False
+
+
+def current_stream():
+    """Numba stream for CuPy's current stream, so our launches order with CuPy's work (and join a
+    CUDA-graph capture on it); 0 (Numba's default stream) without CuPy, e.g. under the simulator.
+    CuPy's null stream has ptr 0 and is the legacy default stream, which is what 0 means here."""
+    if not cupy_usable():
+        return 0
+    import cupy
+
+    ptr = cupy.cuda.get_current_stream().ptr
+    return cuda.external_stream(ptr) if ptr else 0
+
+
+def as_device_view(array):
+    """A Numba device-array view of a CuPy array, made without a stream sync; NumPy arrays (the
+    simulator's inputs) and Numba device arrays come back unchanged. Wrap persistent buffers
+    once and launch with the view: passing CuPy arrays to a launch re-converts them every time."""
+    if config.ENABLE_CUDASIM or getattr(array, "__cuda_ndarray__", False):
+        return array
+    if not hasattr(array, "__cuda_array_interface__"):
+        return array  # a host array: only the simulator accepts it, and it needs no wrapping
+    return cuda.as_cuda_array(array, sync=False)
+
+
+def flat_view(array):
+    """The 1-D C-order view of a contiguous NumPy, CuPy or Numba device array (never a copy:
+    a kernel writing into a copy would silently lose its output)."""
+    if not array.flags["C_CONTIGUOUS"]:
+        raise ValueError("kernel output must be C-contiguous, got strides %s" % (array.strides,))
+    return array.reshape(array.size)

@@ -1,0 +1,155 @@
+"""kernels/adam.py on the CPU: adam_update against reference.adam_step (float64) over 3 steps.
+
+Tolerances, rtol 1e-5 relative to the size of the terms (not of the result: m = b1 m + (1-b1) g
+cancels when g changes sign, and the parameter moves by ~lr, far below its own size):
+  m:     |m32 - m64| <= 1e-5 * m_abs, with m_abs the first moment of |g| (>= |m64|)
+  v:     rtol 1e-5 (a sum of positive terms)
+  param: |p32 - p64| <= 1e-5 * (sum over steps of the update computed from m_abs)
+                        + steps * ulp(p)   (each step rounds the new parameter once)
+The CUDA twin runs under the simulator (tests/cudasim/test_adam_cuda.py), compiles to PTX
+(tests/test_ptx.py) and, where a GPU is present, is compared here.
+"""
+import math
+
+import numpy as np
+import pytest
+from numba import typeof
+
+from dvae_cupy import reference
+from dvae_cupy.kernels import adam as ops
+from dvae_cupy.kernels._cuda import cupy_usable
+
+SHAPES = [(1,), (300,), (7, 300), (3, 4, 5), (784, 300)]
+HYPER = [reference.ADAM_DEFAULTS,
+         {"lr": 1e-2, "beta1": 0.5, "beta2": 0.9, "eps": 1e-6}]
+
+
+def run_both(shape, hyper, steps, seed):
+    """Runs `steps` Adam steps in float32 (the CPU twin) and float64 (the reference) from the
+    same float32 start and gradients; returns (float32 state, float64 state, scales), the scales
+    being (m_abs, summed update size) for the tolerances."""
+    rng = np.random.default_rng(seed)
+    p0 = rng.standard_normal(shape).astype(np.float32)
+    param, m, v = p0.copy(), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    ref = (p0.astype(np.float64), np.zeros(shape), np.zeros(shape))
+    m_abs, moved = np.zeros(shape), np.zeros(shape)
+    for step in range(1, steps + 1):
+        # gradients over several decades, and of both signs, so m and v differ in shape
+        grad = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-3, 1, shape)).astype(np.float32)
+        ops.adam_update(param, grad, m, v, step=step, **hyper)
+        p64, v_before = ref[0], ref[2]
+        ref = reference.adam_step(p64, grad.astype(np.float64), ref[1], v_before, step, **hyper)
+        p_abs, m_abs, _ = reference.adam_step(p64, np.abs(grad.astype(np.float64)), m_abs,
+                                              v_before, step, **hyper)
+        moved += p64 - p_abs
+    return (param, m, v), ref, (m_abs, moved)
+
+
+def assert_adam_close(got, ref, scales, steps):
+    param, m, v = got
+    ref_p, ref_m, ref_v = ref
+    m_abs, moved = scales
+    assert (np.abs(m - ref_m) <= 1e-5 * m_abs).all()
+    np.testing.assert_allclose(v, ref_v, rtol=1e-5)
+    error = np.abs(param - ref_p)
+    tolerance = 1e-5 * moved + steps * np.spacing(np.abs(param))
+    assert (error <= tolerance).all(), (error - tolerance).max()
+
+
+@pytest.mark.parametrize("hyper", HYPER, ids=["defaults", "lr1e-2_b0.5_0.9"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_adam_matches_reference_over_three_steps(shape, hyper):
+    got, ref, scales = run_both(shape, hyper, steps=3, seed=sum(shape))
+    assert_adam_close(got, ref, scales, steps=3)
+    assert (scales[1] > 0).all()
+
+
+def test_adam_late_step_bias_corrections():
+    # after many steps the bias corrections tend to 1; step enters only through them
+    shape = (50,)
+    rng = np.random.default_rng(4)
+    param = rng.standard_normal(shape).astype(np.float32)
+    m = rng.standard_normal(shape).astype(np.float32) * 0.1
+    v = rng.uniform(0.01, 1.0, shape).astype(np.float32)
+    grad = rng.standard_normal(shape).astype(np.float32)
+    p64, m64, v64 = param.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
+    ref = reference.adam_step(p64, grad.astype(np.float64), m64, v64, 12345)
+    p_abs, m_abs, _ = reference.adam_step(p64, np.abs(grad.astype(np.float64)), np.abs(m64), v64,
+                                          12345)
+    ops.adam_update(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 12345)
+    assert_adam_close((param, m, v), ref, (m_abs, p64 - p_abs), steps=1)
+
+
+def test_zero_gradient_from_rest_leaves_the_parameter():
+    param = np.linspace(-1, 1, 9, dtype=np.float32)
+    m, v = np.zeros_like(param), np.zeros_like(param)
+    ops.adam_update(param, np.zeros_like(param), m, v, 1e-3, 0.9, 0.999, 1e-8, 1)
+    np.testing.assert_array_equal(param, np.linspace(-1, 1, 9, dtype=np.float32))
+    assert not m.any() and not v.any()
+
+
+def test_adam_scalars():
+    s = ops.adam_scalars(1e-3, 0.9, 0.999, 1e-8, 2)
+    assert all(type(x) is np.float32 for x in s)
+    expected = (0.1, 0.001, 1e-8, 1e-3 / (1 - 0.81), math.sqrt(1 - 0.999 ** 2))
+    np.testing.assert_allclose(np.array(s, np.float64), expected, rtol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"step": 0}, "step must be >= 1"),
+    ({"grad": np.zeros(4, np.float32)}, "grad must have param's shape"),
+    ({"m": np.zeros((2, 3), np.float64)}, "m must be float32"),
+    ({"v": np.zeros((2, 6), np.float32)[:, ::2]}, "v must be C-contiguous"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    args = dict(param=np.zeros((2, 3), np.float32), grad=np.zeros((2, 3), np.float32),
+                m=np.zeros((2, 3), np.float32), v=np.zeros((2, 3), np.float32),
+                lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        ops.adam_update(**args)
+
+
+class LaunchRecorder:
+    """Stands in for a @cuda.jit kernel: records the launch configuration and arguments."""
+
+    def __init__(self):
+        self.launches = []
+
+    def __getitem__(self, config):
+        return lambda *args: self.launches.append((config, args))
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 300)], ids=str)
+def test_launcher_passes_the_registered_types(shape, monkeypatch):
+    # the launcher runs here (no GPU: host arrays pass through as_device_view, stream 0); what it
+    # would launch with must be a signature the PTX test compiles, on a grid covering every element
+    (kernel, sigs), = ops.CUDA_KERNELS
+    recorder = LaunchRecorder()
+    monkeypatch.setattr(ops, "adam_kernel", recorder)
+    arrays = [np.zeros(shape, np.float32) for _ in range(4)]
+    ops.adam_update_cuda(*arrays, 1e-3, 0.9, 0.999, 1e-8, 3)  # Python floats and int, as callers pass
+    (config, args), = recorder.launches
+    assert tuple(typeof(x) for x in args) in [tuple(s) for s in sigs]
+    blocks, threads, stream = config
+    assert blocks * threads >= arrays[0].size > (blocks - 1) * threads and stream == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cupy_usable(), reason="needs CuPy and a CUDA GPU")
+def test_cuda_matches_cpu_on_gpu():
+    import cupy
+
+    for shape in [(1,), (7, 300), (784, 300)]:
+        rng = np.random.default_rng(1)
+        cpu = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
+        cpu += [np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
+        gpu = [cupy.asarray(a) for a in cpu]
+        for step in (1, 2, 3):
+            ops.adam_update(*cpu, 1e-3, 0.9, 0.999, 1e-8, step)
+            ops.adam_update_cuda(*gpu, 1e-3, 0.9, 0.999, 1e-8, step)
+        for got, expected in zip(gpu, cpu):
+            # NVVM may fuse multiply-adds: an ulp or two apart
+            np.testing.assert_allclose(cupy.asnumpy(got), expected, rtol=1e-6, atol=1e-7)
+    for kernel, sigs in ops.CUDA_KERNELS:
+        assert set(kernel.overloads) <= {tuple(s) for s in sigs}, (kernel, list(kernel.overloads))
