@@ -81,13 +81,35 @@ def current_stream():
 
 def as_device_view(array):
     """A Numba device-array view of a CuPy array, made without a stream sync; NumPy arrays (the
-    simulator's inputs) and Numba device arrays come back unchanged. Wrap persistent buffers
-    once and launch with the view: passing CuPy arrays to a launch re-converts them every time."""
+    simulator's inputs) and Numba device arrays come back unchanged. Passing CuPy arrays to a
+    launch re-converts them every time (slowly, and with a stream sync by default), so views of
+    the model's persistent buffers are made once and kept (see _cached_view)."""
     if config.ENABLE_CUDASIM or getattr(array, "__cuda_ndarray__", False):
         return array
-    if not hasattr(array, "__cuda_array_interface__"):
+    interface = getattr(array, "__cuda_array_interface__", None)
+    if interface is None:
         return array  # a host array: only the simulator accepts it, and it needs no wrapping
-    return cuda.as_cuda_array(array, sync=False)
+    key = (interface["data"][0], interface["shape"], interface["strides"], interface["typestr"])
+    return _cached_view(key, array)
+
+
+_VIEW_CACHE_SIZE = 1024
+
+
+_views = {}  # insertion-ordered: least recently used first
+
+
+def _cached_view(key, array):
+    """The view for (pointer, shape, strides, dtype). A view holds its CuPy array, so the memory
+    cannot be freed and reused under a cached key; the cache is bounded (oldest out first) so
+    that transient arrays are released."""
+    view = _views.pop(key, None)
+    if view is None:
+        view = cuda.as_cuda_array(array, sync=False)
+        if len(_views) >= _VIEW_CACHE_SIZE:
+            _views.pop(next(iter(_views)))
+    _views[key] = view  # re-inserted: most recently used last
+    return view
 
 
 def flat_view(array):
