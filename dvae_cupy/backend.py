@@ -27,7 +27,7 @@ KERNEL_OPS = {
     "bce": ("bce_rows", "softplus_row_sums"),
     "softmax_kl": ("softmax_kl",),
     "argmax": ("gumbel_argmax", "direct_logit_grad"),
-    "candidates": ("neighbour_hidden",),
+    "candidates": ("neighbour_hidden", "store_candidate_losses", "store_sampled_losses"),
 }
 
 

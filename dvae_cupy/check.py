@@ -195,8 +195,11 @@ def check_candidate_losses(backend, rng, batch, samples, n_latent, n_categories)
     model, params = _small_model(backend, n_latent, n_categories)
     x = (rng.uniform(size=(batch, model.shape.pixels)) > 0.5) * 1.0
     codes = _codes(rng, batch * samples, n_latent, n_categories)
-    model.decode_codes(_dev(backend, codes, np.int32))  # candidates start from its pre-activation
-    fast = model.candidate_losses(_dev(backend, x), _dev(backend, codes, np.int32), samples)
+    device_codes = _dev(backend, codes, np.int32)
+    out = model.decode_codes(device_codes)  # candidates start from its pre-activation
+    sampled = _dev(backend, np.zeros(len(codes)))
+    model.ops.bce_rows(out, _dev(backend, x), samples, 0.0, sampled, _dev(backend, np.zeros(out.shape)))
+    fast = model.candidate_losses(_dev(backend, x), device_codes, samples, sampled)
     truth = ref.candidate_losses(params, np.repeat(x, samples, axis=0), codes, n_categories)
     return scaled_error(backend.to_host(fast), truth.reshape(batch * samples, -1))
 

@@ -60,7 +60,7 @@ def direct_gradients(model, x, seed, counter, eps, samples=1, two_sided=False, k
     recon = model.buf("recon", (rows,))
     dout = model.buf("dout", out.shape)
     model.ops.bce_rows(out, x, samples, 1.0 / rows, recon, dout)
-    losses = model.candidate_losses(x, codes, samples)
+    losses = model.candidate_losses(x, codes, samples, recon)
     kl, dlogits = _kl_and_grad(model, logits, 1.0 / batch if kl_backprop else 0.0)
     model.ops.direct_logit_grad(logits, gumbel, losses, codes, model.shape.n_categories, samples,
                                 eps, 1.0 / batch, two_sided, dlogits)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import reference
+from .kernels.candidates import candidate_count
 from .reference import PARAM_NAMES
 
 # Candidate rows decoded at once for N > 1: bounds the (rows x D) workspace to ~12 MB.
@@ -195,13 +196,16 @@ class DVAE:
     # Candidate losses of the direct estimator: (R, N*K), column n*K+k = the decoder loss with
     # variable n set to k and the others at the sampled code.
 
-    def candidate_losses(self, x, codes, samples):
+    def candidate_losses(self, x, codes, samples, sampled_losses):
+        """sampled_losses (R,): the decoder loss at each sampled code, which is also the loss of
+        the neighbour that keeps the sampled value (decode_codes must have run at `codes`)."""
         losses = self.buf("losses", (len(codes), self.shape.n_codes))
         if self.shape.n_latent == 1:
             per_point = self.all_code_losses(x)
             losses.reshape(len(x), samples, -1)[...] = per_point[:, None, :]
         else:
             self._neighbour_losses(x, codes, samples, losses)
+            self.ops.store_sampled_losses(sampled_losses, codes, self.shape.n_categories, losses)
         return losses
 
     def all_code_losses(self, x):
@@ -229,9 +233,10 @@ class DVAE:
     def _neighbour_losses(self, x, codes, samples, losses):
         """N > 1: a neighbour's pre-activation is a - W1[n, z_n] + W1[n, k] (O(H)); the x-linear
         part of its BCE is (W2 x_b) . h' + x_b . b2 (O(H)); only sum softplus(out') needs the
-        H x D product, done in chunks of candidate rows so memory stays bounded."""
+        H x D product, done in chunks of candidate rows so memory stays bounded. The K-1 values
+        other than the sampled one are the candidates (kernels/candidates.py)."""
         p, buf, xp, ops = self.params, self.buf, self.xp, self.ops
-        rows, hidden_units, n_codes = len(codes), self.shape.hidden, self.shape.n_codes
+        rows, hidden_units = len(codes), self.shape.hidden
         linear_w2 = buf("cand_u", (len(x), hidden_units))
         xp.matmul(x, p["dec_w2"].T, out=linear_w2)
         linear_b2 = x @ p["dec_b2"]
@@ -239,21 +244,21 @@ class DVAE:
             linear_w2 = xp.repeat(linear_w2, samples, axis=0)
             linear_b2 = xp.repeat(linear_b2, samples)
         pre = buf("dec_pre", (rows, hidden_units))  # left by decode_codes at these codes
-        total = rows * n_codes
+        k = self.shape.n_categories
+        total = candidate_count(rows, self.shape.n_latent, k)
         chunk = min(total, self.candidate_chunk)
         hidden = buf("cand_hidden", (chunk, hidden_units))
         out = buf("cand_out", (chunk, self.shape.pixels))
         linear = buf("cand_linear", (chunk,))
         softplus_sums = buf("cand_softplus", (chunk,))
-        flat = losses.reshape(-1)
         for start in range(0, total, chunk):
             count = min(chunk, total - start)
-            ops.neighbour_hidden(pre, p["dec_w1"], codes, self.shape.n_categories, linear_w2,
-                                 start, count, hidden[:count], linear[:count])
+            ops.neighbour_hidden(pre, p["dec_w1"], codes, k, linear_w2, start, count,
+                                 hidden[:count], linear[:count])
             xp.matmul(hidden[:count], p["dec_w2"], out=out[:count])
             ops.softplus_row_sums(out[:count], p["dec_b2"], softplus_sums[:count])
-            xp.subtract(softplus_sums[:count], linear[:count], out=flat[start:start + count])
-        flat.reshape(rows, n_codes)[...] -= linear_b2[:, None]
+            ops.store_candidate_losses(softplus_sums[:count], linear[:count], linear_b2, codes, k,
+                                       start, losses)
 
     # -----------------------------------------------------------------------------------------
     # The optimiser.

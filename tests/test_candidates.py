@@ -43,30 +43,34 @@ def kernel_inputs(params, x, codes, K):
 
 
 def assemble_losses(params, x, codes, K, bounds, op=None):
-    """Candidate losses (R, N, K) from neighbour_hidden over chunks [bounds[i], bounds[i+1]):
-    L[g] = sum_d softplus(hidden @ dec_w2 + dec_b2) - linear - x_r . dec_b2, finished in float64."""
+    """Candidate losses (R, N, K) the way the model builds them: neighbour_hidden over chunks
+    [bounds[i], bounds[i+1]) of the R*N*(K-1) candidates, the softplus sums in float64 here,
+    store_candidate_losses, and store_sampled_losses with the reference's loss at the sampled code."""
     op = op or candidates.neighbour_hidden
     pre, weight, u = kernel_inputs(params, x, codes, K)
     R, N = codes.shape
     H = pre.shape[1]
-    losses = np.full(R * N * K, np.nan)
+    losses = np.full((R, N * K), np.nan, dtype=np.float32)
+    linear_b2 = (x @ params["dec_b2"]).astype(np.float32)
     for start, stop in zip(bounds[:-1], bounds[1:]):
         hidden = np.full((stop - start, H), np.nan, dtype=np.float32)
         linear = np.full(stop - start, np.nan, dtype=np.float32)
         op(pre, weight, codes, K, u, start, stop - start, hidden, linear)
         out = hidden.astype(np.float64) @ params["dec_w2"] + params["dec_b2"]
-        r = np.arange(start, stop) // (N * K)
-        losses[start:stop] = (np.logaddexp(0.0, out).sum(axis=1) - linear
-                              - x[r] @ params["dec_b2"])
-    return losses.reshape(R, N, K)
+        sums = np.logaddexp(0.0, out).sum(axis=1).astype(np.float32)
+        candidates.store_candidate_losses(sums, linear, linear_b2, codes, K, start, losses)
+    sampled = ref.decoder_loss(params, x, codes, K).astype(np.float32)
+    candidates.store_sampled_losses(sampled, codes, K, losses)
+    return losses.reshape(R, N, K).astype(np.float64)
 
 
 # (B, M, D, H, N, K, chunk bounds over R*N*K candidates): uneven chunks, count = 1 among them
+# (B, M, D, H, N, K, chunk bounds over R*N*(K-1) candidates): uneven chunks, count = 1 among them
 CASES = [
-    (3, 2, 50, 37, 4, 3, [0, 1, 8, 9, 31, 72]),  # 72 candidates
-    (2, 1, 30, 16, 1, 5, [0, 10]),  # N = 1: the K codes themselves
-    (4, 1, 20, 1, 3, 2, [0, 5, 6, 24]),  # H = 1
-    (5, 2, 64, 300, 20, 10, [0, 1, 777, 1999, 2000]),  # the model's H, N, K
+    (3, 2, 50, 37, 4, 3, [0, 1, 8, 9, 31, 48]),  # 48 candidates
+    (2, 1, 30, 16, 1, 5, [0, 8]),  # N = 1: the K-1 other codes
+    (4, 1, 20, 1, 3, 2, [0, 5, 6, 12]),  # H = 1, K = 2: one candidate per variable
+    (5, 2, 64, 300, 20, 10, [0, 1, 777, 1799, 1800]),  # the model's H, N, K
 ]
 
 
@@ -86,25 +90,29 @@ def test_candidate_losses_equal_reference(B, M, D, H, N, K, bounds):
 def test_chunking_does_not_change_the_result():
     rng = np.random.default_rng(11)
     params, x, codes = float32_problem(rng, 3, 1, 40, 45, 5, 4)
-    whole = assemble_losses(params, x, codes, 4, [0, 60])
-    pieces = assemble_losses(params, x, codes, 4, list(range(0, 61, 7)) + [60])
+    whole = assemble_losses(params, x, codes, 4, [0, 45])
+    pieces = assemble_losses(params, x, codes, 4, list(range(0, 45, 7)) + [45])
     np.testing.assert_array_equal(pieces, whole)  # each candidate is computed on its own
 
 
-def test_candidate_at_the_sampled_code_gets_pre_exactly():
-    # the row swap with k = codes[r, n] is pre + (w - w) = pre: bit-exact, fastmath or not
+def test_candidates_skip_the_sampled_value_and_cover_every_other():
+    # each (r, n) gets the K-1 values other than codes[r, n], each once, in increasing order
     rng = np.random.default_rng(2)
-    R, N, K, H = 6, 5, 4, 300
-    params, x, codes = float32_problem(rng, R, 1, 10, H, N, K)
-    pre, weight, u = kernel_inputs(params, x, codes, K)
-    hidden = np.empty((R * N * K, H), np.float32)
-    linear = np.empty(R * N * K, np.float32)
-    candidates.neighbour_hidden(pre, weight, codes, K, u, 0, R * N * K, hidden, linear)
-    at_code = (np.arange(R)[:, None] * N + np.arange(N)) * K + codes  # (R, N) candidate indices
-    for n in range(N):
-        np.testing.assert_array_equal(hidden[at_code[:, n]], np.maximum(pre, 0))
-        np.testing.assert_allclose(linear[at_code[:, n]], np.sum(u * np.maximum(pre, 0), axis=1),
-                                   rtol=1e-5, atol=1e-5 * np.abs(u).sum(axis=1).max())
+    R, N, K = 4, 3, 5
+    codes = rng.integers(0, K, size=(R, N)).astype(np.int32)
+    total = candidates.candidate_count(R, N, K)
+    losses = np.full((R, N * K), np.nan, np.float32)
+    candidates.store_candidate_losses(np.arange(total, dtype=np.float32), np.zeros(total, np.float32),
+                                      np.zeros(R, np.float32), codes, K, 0, losses)
+    order = losses.reshape(R, N, K)
+    for r in range(R):
+        for n in range(N):
+            assert np.isnan(order[r, n, codes[r, n]])
+            others = np.delete(order[r, n], codes[r, n])
+            np.testing.assert_array_equal(others, (r * N + n) * (K - 1) + np.arange(K - 1))
+    candidates.store_sampled_losses(np.full(R, -1.0, np.float32), codes, K, losses)
+    np.testing.assert_array_equal(np.take_along_axis(order, codes[..., None], axis=2)[..., 0], -1.0)
+    assert not np.isnan(losses).any()
 
 
 def test_empty_chunk_is_a_no_op():
@@ -112,7 +120,7 @@ def test_empty_chunk_is_a_no_op():
     hidden = np.empty((0, 3), np.float32)
     linear = np.empty(0, np.float32)
     for op in (candidates.neighbour_hidden, candidates.neighbour_hidden_cuda):
-        op(pre, np.ones((4, 3), np.float32), np.zeros((2, 2), np.int32), 2, pre, 8, 0, hidden,
+        op(pre, np.ones((4, 3), np.float32), np.zeros((2, 2), np.int32), 2, pre, 4, 0, hidden,
            linear)
 
 
@@ -138,7 +146,7 @@ BAD_ARGS = [
     ("K", 1.5, "K"),
     ("u", np.zeros((3, 6), np.float32), "u"),
     ("start", -1, "start"),
-    ("start", 16, "start"),  # 16 + 9 > R*N*K = 24
+    ("start", 10, "start"),  # 10 + 9 > R*N*(K-1) = 18
     ("count", 2.5, "count"),
     ("hidden", np.zeros((8, 5), np.float32), "hidden"),
     ("linear", np.zeros((9, 1), np.float32), "linear"),
@@ -170,7 +178,7 @@ def test_launcher_passes_the_registered_types(monkeypatch):
         def __getitem__(self, config):
             return lambda *args: launches.append((config, tuple(typeof(a) for a in args)))
 
-    (kernel, sigs), = candidates.CUDA_KERNELS
+    (kernel, sigs) = candidates.CUDA_KERNELS[0]
     monkeypatch.setattr(candidates, "neighbour_hidden_kernel", RecordingKernel())
     candidates.neighbour_hidden_cuda(*[valid_args()[n] for n in ARGS], stream=0)
     (config, types), = launches
@@ -188,7 +196,7 @@ def test_cuda_matches_cpu_on_gpu():
     import cupy
 
     rng = np.random.default_rng(8)
-    for B, M, D, H, N, K, (start, count) in [(100, 1, 784, 300, 20, 10, (0, 20000)),
+    for B, M, D, H, N, K, (start, count) in [(100, 1, 784, 300, 20, 10, (0, 18000)),
                                              (7, 2, 20, 130, 3, 4, (5, 100)),
                                              (2, 1, 10, 1, 2, 2, (3, 1))]:
         params, x, codes = float32_problem(rng, B, M, D, H, N, K)
