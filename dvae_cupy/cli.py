@@ -51,6 +51,9 @@ def _train_parser():
     run.add_argument("--backend", choices=("auto", "cpu", "gpu"), default=DEFAULTS.backend)
     run.add_argument("--out", default=DEFAULTS.out, help="output folder (checkpoints, metrics, pictures)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    run.add_argument("--cuda-graph", action="store_true",
+                     help="gpu: capture one training step as a CUDA graph and replay it "
+                          "(direct and exact estimators; falls back to plain launches if capture fails)")
     run.add_argument("--eval-batch-size", type=int, default=DEFAULTS.eval_batch_size)
     run.add_argument("--nll-samples", type=int, default=DEFAULTS.nll_samples,
                      help="importance samples for the final test NLL bound when N > 1")

@@ -51,8 +51,10 @@ def _kl_and_grad(model, logits, grad_scale):
 
 def direct_gradients(model, x, seed, counter, eps, samples=1, two_sided=False, kl_backprop=True):
     """The paper's estimator: decoder by backprop at z_opt = argmax(h + g); encoder logits by
-    (onehot(z_opt) - onehot(z_dir)) / eps with z_dir = argmax(h + g - eps L) over neighbours."""
-    check_positive("eps", eps)
+    (onehot(z_opt) - onehot(z_dir)) / eps with z_dir = argmax(h + g - eps L) over neighbours.
+    `counter` and `eps` are numbers, or 1-element device arrays when a CUDA graph replays the step."""
+    if np.isscalar(eps):
+        check_positive("eps", eps)
     batch, rows = len(x), len(x) * samples
     logits = model.encode_logits(x)
     codes, gumbel = sample_codes(model, logits, seed, counter, samples)

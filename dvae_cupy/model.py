@@ -263,8 +263,11 @@ class DVAE:
     # -----------------------------------------------------------------------------------------
     # The optimiser.
 
-    def adam_update(self, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-        """One Adam step on all 8 arrays at once (they share flat buffers)."""
-        self.adam_steps += 1
+    def adam_update(self, lr, beta1=0.9, beta2=0.999, eps=1e-8, step=None):
+        """One Adam step on all 8 arrays at once (they share flat buffers). `step` (1-based) is
+        the host's count by default; a 1-element device array when a CUDA graph replays it."""
+        if step is None:
+            self.adam_steps += 1
+            step = self.adam_steps
         self.ops.adam_update(self.flat_params, self.flat_grads, self.flat_m, self.flat_v,
-                             lr, beta1, beta2, eps, self.adam_steps)
+                             lr, beta1, beta2, eps, step)

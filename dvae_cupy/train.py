@@ -28,7 +28,6 @@ from .data import load_dataset
 from .estimators import EstimatorConfig, estimator_gradients
 from .model import DVAE, ModelShape
 from .progress import Progress
-from .reference import PARAM_NAMES
 
 BINARIZE_SALT = 0xB1_7A_12E  # keeps the dynamic-binarisation stream apart from the Gumbel noise
 
@@ -68,6 +67,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     nll_samples: int = 100             # importance samples for the N > 1 bound
     backend: str = "auto"
+    cuda_graph: bool = False           # GPU: replay each training step as one captured CUDA graph
     out: str = "runs/dvae"
     progress: bool = True
 
@@ -109,7 +109,7 @@ class TrainConfig:
 
 
 # Options that may differ between a run and its resumption; all others must match.
-RESUMABLE_CHANGES = {"epochs", "out", "progress", "backend", "eval_batch_size"}
+RESUMABLE_CHANGES = {"epochs", "out", "progress", "backend", "eval_batch_size", "cuda_graph"}
 
 
 def annealed(start, rate, minimum, step, every):
@@ -118,7 +118,7 @@ def annealed(start, rate, minimum, step, every):
 
 
 class Trainer:
-    def __init__(self, config, log=print):
+    def __init__(self, config, log=print, graph_capture=None):
         self.config = config
         self.log = log
         self.backend = get_backend(config.backend)
@@ -137,6 +137,20 @@ class Trainer:
         self.step_in_epoch = 0    # steps done in the current epoch (non-zero after Ctrl-C)
         self.best_valid = math.inf
         self.metrics = []
+        self.graphed = self._graphed_step(graph_capture)
+        xp_zero = self.backend.xp.zeros((), dtype=np.float64)
+        self.loss_sum = self.graphed.loss_sum if self.graphed else xp_zero
+
+    def _graphed_step(self, capture):
+        c = self.config
+        if not c.cuda_graph:
+            return None
+        if self.backend.name != "gpu" and capture is None:
+            raise ValueError("--cuda-graph needs the gpu backend")
+        from .graph import GraphedStep
+
+        return GraphedStep(self.model, c.estimator_config(), c.seed, c.batch_size, c.lr,
+                           capture=capture, log=self.log)
 
     # -----------------------------------------------------------------------------------------
     # Batches: gathered, shuffled and binarised on the device.
@@ -174,11 +188,16 @@ class Trainer:
         return annealed(c.tau0, c.tau_anneal_rate, c.tau_min, self.step, c.anneal_every)
 
     def train_step(self, x):
-        loss = estimator_gradients(self.model, self.config.estimator_config(), x, self.config.seed,
-                                   self.step, self.current_eps(), self.current_tau())
-        self.model.adam_update(self.config.lr)
+        """One step on batch x; its loss is added to self.loss_sum on the device (no sync)."""
+        if self.graphed is not None:
+            self.graphed.set_eps(self.current_eps())  # a 4-byte host-to-device copy
+            self.graphed(x)
+        else:
+            self.loss_sum += estimator_gradients(self.model, self.config.estimator_config(), x,
+                                                 self.config.seed, self.step, self.current_eps(),
+                                                 self.current_tau())
+            self.model.adam_update(self.config.lr)
         self.step += 1
-        return loss
 
     def run(self):
         """Train to config.epochs; returns the list of per-epoch metrics.
@@ -186,7 +205,9 @@ class Trainer:
         Ctrl-C (SIGINT) is taken between two steps, never inside one: the step finishes, a
         checkpoint is saved, and KeyboardInterrupt is raised for the caller to exit on."""
         self.out.mkdir(parents=True, exist_ok=True)
-        with _interrupt_flag() as interrupted:
+        if self.graphed is not None:
+            self.graphed.set_state(self.step, self.model.adam_steps, self.current_eps())
+        with _interrupt_flag() as interrupted, _current_stream(self.graphed):
             while self.epoch < self.config.epochs:
                 if not self.run_epoch(interrupted):
                     self.save_checkpoint()
@@ -197,10 +218,10 @@ class Trainer:
 
     def run_epoch(self, interrupted=lambda: False):
         """One pass over the training split; False if interrupted before its end."""
-        c, xp = self.config, self.backend.xp
+        c = self.config
         order = self.epoch_order(self.epoch)
         started = time.perf_counter()
-        loss_sum = xp.zeros((), dtype=np.float64)
+        self.loss_sum[...] = 0
         first_step = self.step_in_epoch
         report_every = max(1, min(200, self.steps_per_epoch // 20))
         with Progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{c.epochs}",
@@ -208,14 +229,14 @@ class Trainer:
             bar.update(first_step)
             while self.step_in_epoch < self.steps_per_epoch:
                 rows = order[self.step_in_epoch * c.batch_size:(self.step_in_epoch + 1) * c.batch_size]
-                loss_sum += self.train_step(self.to_float32(self.train_images[rows], self.step))
+                self.train_step(self.to_float32(self.train_images[rows], self.step))
                 self.step_in_epoch += 1
                 if self.step_in_epoch % report_every == 0:  # the only host sync inside an epoch
                     done = self.step_in_epoch - first_step
-                    bar.update(report_every, loss=float(loss_sum) / done)
+                    bar.update(report_every, loss=float(self.loss_sum) / done)
                 if interrupted():
                     return False
-        self.finish_epoch(float(loss_sum) / max(1, self.steps_per_epoch - first_step),
+        self.finish_epoch(float(self.loss_sum) / max(1, self.steps_per_epoch - first_step),
                           time.perf_counter() - started)
         return True
 
@@ -340,6 +361,15 @@ class _interrupt_flag:
     def __exit__(self, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+def _current_stream(graphed):
+    """The graph's stream as CuPy's current stream for the loop (batches ordered with replays)."""
+    import contextlib
+
+    if graphed is None or graphed.stream is None:
+        return contextlib.nullcontext()
+    return graphed.stream
 
 
 def _write_atomic(path, text):

@@ -38,7 +38,6 @@ This module holds only the helpers those launchers share; it defines no kernels.
 """
 import functools
 
-import numpy as np
 from numba import config
 from numba import cuda  # importable with no GPU; re-exported for the kernel modules
 

@@ -1,6 +1,5 @@
 """The CPU fast path (NumPy + @njit kernels) against the float64 reference, through dvae-check's
 own checks: every op, the candidate losses, and whole estimator steps with the reference's noise."""
-import numpy as np
 import pytest
 
 from dvae_cupy import check
