@@ -1,0 +1,334 @@
+"""dvae_cupy against the PyTorch peer (torch_peer.py), side by side, in one process.
+
+    python benchmarks/compare.py speed   [--threads 2] [--configs 1x10 1x50 20x10]
+    python benchmarks/compare.py quality [--epochs 10] [--seeds 0 1 2]
+    python benchmarks/compare.py figure1 [--epochs 10] [--ks 10 20 30 40 50] [--png figure1.png]
+    python benchmarks/compare.py scaling [--threads 2]
+
+speed    ms per training step (median over many steps after warm-up; ours and the peer alternate
+         in blocks, on the same batches, N, K, batch size and seed, with the same thread count),
+         steps per second, peak memory, and the ratio peer / ours.
+quality  test loss of ours and of the peer after the same epochs on Fashion-MNIST (N=1, K=10),
+         over several seeds: mean and standard deviation.
+figure1  the paper's Figure 1 for Fashion-MNIST: test loss against K (N = 1) for the direct
+         estimator and for straight-through Gumbel-softmax, the same epochs each; a table and a PNG.
+scaling  our ms per step against N*K and batch size, beside the arithmetic floor: the FLOPs of the
+         candidate products over this machine's measured float32 GEMM rate.
+Every table names the machine. Needs the `bench` extra (torch; matplotlib for the PNG).
+"""
+import argparse
+import os
+import sys
+
+
+def _pin_threads(argv):
+    """Thread counts must be set before NumPy/BLAS and torch load: the same count for both."""
+    if "--threads" in argv:
+        threads = argv[argv.index("--threads") + 1]
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ[name] = threads
+
+
+_pin_threads(sys.argv)
+
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from dvae_cupy.backend import get_backend  # noqa: E402
+from dvae_cupy.data import load_dataset  # noqa: E402
+from dvae_cupy.estimators import EstimatorConfig, estimator_gradients  # noqa: E402
+from dvae_cupy.model import DVAE, ModelShape  # noqa: E402
+from dvae_cupy.train import TrainConfig, Trainer  # noqa: E402
+
+
+def machine(backend):
+    if backend.name == "gpu":
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def threads_note(args):
+    return f"{args.threads} threads (BLAS/OpenMP; torch.set_num_threads for the peer)"
+
+
+def train_images():
+    data = load_dataset("fashion-mnist")
+    return data.train.astype(np.float32), data.test.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# speed
+
+class OurStepper:
+    def __init__(self, backend, n_latent, n_categories, seed):
+        self.backend = backend
+        self.model = DVAE(ModelShape(n_latent, n_categories), backend, seed=seed)
+        self.config = EstimatorConfig("direct")
+        self.seed, self.step = seed, 0
+
+    def __call__(self, x):
+        estimator_gradients(self.model, self.config, x, self.seed, self.step, 1.0, 1.0)
+        self.model.adam_update(1e-3)
+        self.step += 1
+        self.backend.synchronize()
+
+    def peak_bytes(self, x):
+        if self.backend.name == "gpu":
+            return self.backend.xp.get_default_memory_pool().total_bytes()
+        tracemalloc.start()
+        self(x)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        model = self.model
+        return peak + sum(a.nbytes for a in (model.flat_params, model.flat_grads, model.flat_m, model.flat_v))
+
+
+def _worker(connection, who, backend_name, n_latent, n_categories, seed, threads, batch_size):
+    """One side of the race in its own process, so that neither side's idle BLAS/OpenMP threads
+    (which spin for a while after each call) steal the cores from the other."""
+    images, _ = train_images()
+    batches = [images[i * batch_size:(i + 1) * batch_size] for i in range(100)]
+    if who == "ours":
+        backend = get_backend(backend_name)
+        stepper = OurStepper(backend, n_latent, n_categories, seed)
+        batches = [backend.asarray(b) for b in batches]
+        peak = stepper.peak_bytes
+    else:
+        from torch_peer import TorchPeer
+
+        peer = TorchPeer(n_latent, n_categories, seed=seed, threads=threads)
+        stepper, peak = peer.train_step, peer.peak_memory_bytes
+    while True:
+        command, start, stop = connection.recv()
+        if command == "quit":
+            return
+        if command == "peak":
+            connection.send(peak(batches[0]))
+            continue
+        times = []
+        for i in range(start, stop):
+            started = time.perf_counter()
+            stepper(batches[i % len(batches)])
+            times.append(time.perf_counter() - started)
+        connection.send(times)
+
+
+def race(args, n_latent, n_categories):
+    """Ours and the peer, each in a worker process, alternating blocks of steps on the same batch
+    sequence; returns {name: (per-step seconds, peak bytes)}."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    for who in ("ours", "peer"):
+        mine, theirs = context.Pipe()
+        process = context.Process(target=_worker, args=(theirs, who, args.backend, n_latent, n_categories,
+                                                        args.seed, args.threads, args.batch_size))
+        process.start()
+        workers[who] = (mine, process)
+    for connection, _ in workers.values():  # warm-up, one side at a time
+        connection.send(("run", 0, args.warmup))
+        connection.recv()
+    times = {who: [] for who in workers}
+    for start in range(args.warmup, args.warmup + args.steps, args.block):
+        stop = min(start + args.block, args.warmup + args.steps)
+        for who, (connection, _) in workers.items():
+            connection.send(("run", start, stop))
+            times[who] += connection.recv()
+    results = {}
+    for who, (connection, process) in workers.items():
+        connection.send(("peak", 0, 0))
+        results[who] = (times[who], connection.recv())
+        connection.send(("quit", 0, 0))
+        process.join()
+    return results
+
+
+def speed(args):
+    backend = get_backend(args.backend)
+    import torch
+
+    print(f"## Training-step speed: dvae_cupy vs the PyTorch peer ({backend.name}: {machine(backend)}; "
+          f"{args.threads} threads each: BLAS/OpenMP and torch.set_num_threads)\n")
+    print(f"batch {args.batch_size}, direct estimator, median of {args.steps} steps after {args.warmup} "
+          f"warm-up; each side in its own process, alternating in blocks of {args.block} steps on the "
+          f"same batches; torch {torch.__version__}\n")
+    print("| N | K | ours ms/step | peer ms/step | ours steps/s | peer steps/s | ours peak MB | peer peak MB | peer/ours |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for pair in args.configs:
+        n_latent, n_categories = map(int, pair.split("x"))
+        results = race(args, n_latent, n_categories)
+        (ours_times, ours_peak), (peer_times, peer_peak) = results["ours"], results["peer"]
+        ours_ms, peer_ms = 1e3 * statistics.median(ours_times), 1e3 * statistics.median(peer_times)
+        print(f"| {n_latent} | {n_categories} | {ours_ms:.2f} | {peer_ms:.2f} | {1e3 / ours_ms:.0f} | "
+              f"{1e3 / peer_ms:.0f} | {ours_peak / 2**20:.1f} | {peer_peak / 2**20:.1f} | "
+              f"{peer_ms / ours_ms:.1f}x |", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# quality and figure 1
+
+def train_ours(estimator, n_categories, epochs, seed, backend, **options):
+    config = TrainConfig(estimator=estimator, n_categories=n_categories, epochs=epochs, seed=seed,
+                         backend=backend, progress=False, out=os.path.join("runs", "bench",
+                         f"{estimator}-K{n_categories}-s{seed}"), **options)
+    trainer = Trainer(config, log=lambda *a: None)
+    import shutil
+
+    shutil.rmtree(config.out, ignore_errors=True)
+    metrics = trainer.run()
+    return metrics[-1]["test_loss"], sum(m["seconds"] for m in metrics)
+
+
+def train_peer(n_categories, epochs, seed, threads):
+    from torch_peer import TorchPeer
+
+    images, test = train_images()
+    images = images[:50_000]
+    peer = TorchPeer(1, n_categories, seed=seed, threads=threads)
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(len(images))
+        for i in range(len(images) // 100):
+            peer.train_step(images[order[i * 100:(i + 1) * 100]])
+    seconds = time.perf_counter() - started
+    return peer.test_loss(test), seconds
+
+
+def quality(args):
+    backend = get_backend(args.backend)
+    print(f"## Quality parity on Fashion-MNIST (N=1, K=10, {args.epochs} epochs, seeds {args.seeds}; "
+          f"{machine(backend)}; {threads_note(args)})\n")
+    ours, peer, ours_s, peer_s = [], [], [], []
+    for seed in args.seeds:
+        loss, seconds = train_ours("direct", 10, args.epochs, seed, args.backend)
+        ours.append(loss)
+        ours_s.append(seconds)
+        loss, seconds = train_peer(10, args.epochs, seed, args.threads)
+        peer.append(loss)
+        peer_s.append(seconds)
+        print(f"seed {seed}: ours {ours[-1]:.2f} ({ours_s[-1]:.0f} s training), "
+              f"peer {peer[-1]:.2f} ({peer_s[-1]:.0f} s)", flush=True)
+    print("\n| | test loss, mean | std | per seed | training seconds, mean |")
+    print("|---|---|---|---|---|")
+    for name, losses, seconds in (("dvae_cupy (direct, KL back-propagated)", ours, ours_s),
+                                  ("PyTorch peer (published: KL not back-propagated)", peer, peer_s)):
+        print(f"| {name} | {np.mean(losses):.2f} | {np.std(losses, ddof=1) if len(losses) > 1 else 0:.2f} | "
+              f"{', '.join(f'{v:.2f}' for v in losses)} | {np.mean(seconds):.0f} |")
+
+
+def figure1(args):
+    backend = get_backend(args.backend)
+    print(f"## Figure 1, Fashion-MNIST: test loss against K (N = 1), {args.epochs} epochs each "
+          f"(the paper trains 300); seed {args.seeds[0]}; {machine(backend)}\n")
+    rows = []
+    print("| K | direct | Gumbel-softmax (straight-through) |")
+    print("|---|---|---|")
+    for k in args.ks:
+        direct, _ = train_ours("direct", k, args.epochs, args.seeds[0], args.backend)
+        gumbel, _ = train_ours("gumbel-softmax", k, args.epochs, args.seeds[0], args.backend,
+                               straight_through=True)
+        rows.append((k, direct, gumbel))
+        print(f"| {k} | {direct:.2f} | {gumbel:.2f} |", flush=True)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("\n(matplotlib is not installed: no PNG; pip install matplotlib)")
+        return
+    ks, direct, gumbel = zip(*rows)
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    ax.plot(ks, direct, "o-", label="direct (ours)")
+    ax.plot(ks, gumbel, "s--", label="Gumbel-softmax ST")
+    ax.set_xlabel("K (categories, N = 1)")
+    ax.set_ylabel("test loss (BCE + KL)")
+    ax.set_title(f"Fashion-MNIST, {args.epochs} epochs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.png)
+    print(f"\nplot written to {args.png}")
+
+
+# ---------------------------------------------------------------------------------------------
+# scaling
+
+def gemm_rate():
+    """This machine's float32 GEMM rate at the candidate product's shape (4096x300 @ 300x784)."""
+    a = np.random.default_rng(0).random((4096, 300), dtype=np.float32)
+    b = np.random.default_rng(1).random((300, 784), dtype=np.float32)
+    out = np.empty((4096, 784), np.float32)
+    for _ in range(3):
+        np.matmul(a, b, out=out)
+    times = []
+    for _ in range(10):
+        started = time.perf_counter()
+        np.matmul(a, b, out=out)
+        times.append(time.perf_counter() - started)
+    return 2 * 4096 * 300 * 784 / statistics.median(times)
+
+
+def scaling(args):
+    backend = get_backend("cpu")
+    rate = gemm_rate()
+    images, _ = train_images()
+    print(f"## Scaling of our step ({machine(backend)}; {threads_note(args)}); float32 GEMM rate "
+          f"measured at the candidate shape: {rate / 1e9:.0f} GFLOP/s\n")
+    print("floor = FLOPs of the candidate products (B * N * (K-1) rows x H x D x 2, N > 1; "
+          "K x H x D x 2 + B x K x D x 2 for N = 1) / that rate\n")
+    print("| N | K | N*K | batch | ms/step | candidate floor ms | floor / step |")
+    print("|---|---|---|---|---|---|---|")
+    for pair, batch in [("1x10", 100), ("1x50", 100), ("5x10", 100), ("10x10", 100), ("20x10", 100),
+                        ("20x10", 25), ("20x10", 50), ("20x10", 200), ("1x10", 25), ("1x10", 400)]:
+        n, k = map(int, pair.split("x"))
+        stepper = OurStepper(backend, n, k, 0)
+        data = [images[i * batch:(i + 1) * batch] for i in range(20)]
+        times = []
+        for i in range(5 + args.steps):
+            started = time.perf_counter()
+            stepper(data[i % len(data)])
+            if i >= 5:
+                times.append(time.perf_counter() - started)
+        ms = 1e3 * statistics.median(times)
+        flops = (batch * n * (k - 1) * 300 * 784 * 2) if n > 1 else (k * 300 * 784 * 2 + batch * k * 784 * 2)
+        floor = 1e3 * flops / rate
+        print(f"| {n} | {k} | {n * k} | {batch} | {ms:.2f} | {floor:.2f} | {floor / ms:.0%} |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("speed", "quality", "figure1", "scaling"))
+    parser.add_argument("--backend", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--configs", nargs="*", default=["1x10", "1x50", "20x10"])
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--block", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--ks", type=int, nargs="*", default=[10, 20, 30, 40, 50])
+    parser.add_argument("--png", default="benchmarks/figure1.png")
+    args = parser.parse_args()
+    {"speed": speed, "quality": quality, "figure1": figure1, "scaling": scaling}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
