@@ -20,7 +20,7 @@ BACKEND_NAMES = ("auto", "cpu", "gpu")
 
 # The fused ops every backend provides: module in dvae_cupy.kernels -> op names.
 KERNEL_OPS = {
-    "rng": ("gumbel_noise", "philox_bits"),
+    "rng": ("gumbel_noise", "philox_bits", "advance_counter"),
     "bias_act": ("bias_act", "relu_backward"),
     "onehot_linear": ("gather_rows_sum", "scatter_rows_add"),
     "adam": ("adam_update",),

@@ -12,6 +12,14 @@ r = b*M + m, codes (R, N) int32; variable n's K values are columns n*K .. n*K+K-
       two-sided (onehot(z_dir(-eps)) - onehot(z_dir(+eps))) / (2 eps),
       with z_opt = codes[r, n] and z_dir(eps) = argmax_k (h + g - eps L).
 
+`eps` is a number, or a 1-element 1-D float32 array holding it (NumPy for the CPU twin and the
+simulator, a CuPy/Numba device array on the GPU) that the kernel reads at run time, so that a
+CUDA graph can replay the op while the eps schedule moves. Both forms give identical outputs for
+the same float32 eps: the weight of one draw, grad_scale / (eps M) (or / (2 eps M)), is computed
+by one scalar body (direct_step) in float64 from the float32 eps, then rounded to float32, on
+the host for a number and in the kernel for an array. The launcher checks only the array's dtype
+and shape; eps > 0 is checked for a number, and by the CPU twin for an array (host memory).
+
 Ties go to the first maximal index (np.argmax) on every target. Each op is
   <op>_at / <op>_at_cuda  one body, compiled twice: @njit(inline) for the CPU loop and a CUDA
                           device function for the kernel (the simulator cannot pass arrays into
@@ -19,6 +27,7 @@ Ties go to the first maximal index (np.argmax) on every target. Each op is
   <op>_loop               CPU @njit loop over all (r, n) / (b, n), no allocation
   <op>                    CPU twin: the launcher's arguments, checked, scalars cast
   <op>_kernel             CUDA, one thread per (r, n) / (b, n): no atomics
+  direct_logit_grad_eps_array_loop / _kernel   the same, eps read from eps[0]
   <op>_cuda               launcher (see kernels/_cuda.py), never synchronises
 """
 import math
@@ -28,6 +37,7 @@ import numpy as np
 from numba import types
 
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
+from .rng import scalar_array
 
 __all__ = ["gumbel_argmax", "gumbel_argmax_cuda", "direct_logit_grad", "direct_logit_grad_cuda",
            "CUDA_KERNELS"]
@@ -114,6 +124,16 @@ def _direct_logit_grad_at(logits, gumbel, losses, codes, K, M, eps, step, two_si
             grad[b, c0 + z_plus] -= step
 
 
+@numba.njit(inline="always", error_model="numpy")
+def direct_step(grad_scale, eps, M, two_sided):
+    """float32 weight of one draw's +1/-1: grad_scale / (eps M), or / (2 eps M) two-sided,
+    computed in float64 from float64 grad_scale, float32 eps and int32 M, then rounded once.
+    Every operation is an IEEE-rounded float64 * or / (no fusable multiply-add), so the host,
+    the simulator and the GPU get the same float32."""
+    denominator = (2.0 if two_sided else 1.0) * np.float64(eps) * np.float64(M)
+    return np.float32(grad_scale / denominator)
+
+
 gumbel_argmax_at = numba.njit(inline="always")(_gumbel_argmax_at)
 gumbel_argmax_at_cuda = cuda.jit(device=True, inline="always")(_gumbel_argmax_at)
 direct_logit_grad_at = numba.njit(inline="always")(_direct_logit_grad_at)
@@ -139,14 +159,33 @@ def direct_logit_grad_loop(logits, gumbel, losses, codes, K, M, eps, step, two_s
                                  grad)
 
 
-def _direct_scalars(K, M, eps, grad_scale, two_sided):
-    """(K, M, eps, step, two_sided) as the kernel takes them; step in float64, then float32."""
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+@numba.njit
+def direct_logit_grad_eps_array_loop(logits, gumbel, losses, codes, K, M, eps, grad_scale,
+                                     two_sided, grad):
+    """direct_logit_grad_loop with eps read from eps[0] (1-element float32) and the step made
+    from it by direct_step, as the kernel does."""
+    e = eps[0]
+    direct_logit_grad_loop(logits, gumbel, losses, codes, K, M, e,
+                           direct_step(grad_scale, e, M, two_sided), two_sided, grad)
+
+
+def _direct_scalars(K, M, eps, grad_scale, two_sided, device=False):
+    """(eps array or None, scalars as the kernel takes them). For a number eps:
+    (K, M, eps, step, two_sided) with eps rounded to float32 and step = direct_step(...); for an
+    array eps: (K, M, eps array, grad_scale as float64, two_sided), the kernel making the step."""
     if not math.isfinite(grad_scale):
         raise ValueError(f"grad_scale must be finite, got {grad_scale!r}")
-    step = grad_scale / ((2.0 if two_sided else 1.0) * eps * M)
-    return np.int32(K), np.int32(M), np.float32(eps), np.float32(step), bool(two_sided)
+    eps_array = scalar_array("eps", eps, np.float32, device)
+    K, M, two_sided, grad_scale = np.int32(K), np.int32(M), bool(two_sided), float(grad_scale)
+    if eps_array is not None:
+        return eps_array, (K, M, eps_array, np.float64(grad_scale), two_sided)
+    if not (math.isfinite(eps) and eps > 0 and np.float32(eps) > 0
+            and math.isfinite(np.float32(eps))):
+        raise ValueError(f"eps must be a finite number > 0 (in float32 too), got {eps!r}")
+    eps = np.float32(eps)
+    # Numba returns a float32 to Python as a float: exact, re-typed float32 for the signature
+    step = np.float32(direct_step(grad_scale, eps, M, two_sided))
+    return None, (K, M, eps, step, two_sided)
 
 
 def _check_direct(logits, gumbel, losses, codes, K, M, grad):
@@ -164,8 +203,14 @@ def gumbel_argmax(logits, gumbel, K, M, codes):
 def direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_sided, grad):
     """CPU: adds grad_scale * the direct estimate of d E[L] / d logits into `grad` (B, NK)."""
     _check_direct(logits, gumbel, losses, codes, K, M, grad)
-    direct_logit_grad_loop(logits, gumbel, losses, codes,
-                           *_direct_scalars(K, M, eps, grad_scale, two_sided), grad)
+    eps_array, scalars = _direct_scalars(K, M, eps, grad_scale, two_sided)
+    if eps_array is None:
+        direct_logit_grad_loop(logits, gumbel, losses, codes, *scalars, grad)
+        return
+    e = float(eps_array[0])  # host memory here: checked like a number
+    if not (math.isfinite(e) and e > 0):
+        raise ValueError(f"eps must be a finite number > 0, got eps[0] = {e!r}")
+    direct_logit_grad_eps_array_loop(logits, gumbel, losses, codes, *scalars, grad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,12 +234,29 @@ def direct_logit_grad_kernel(logits, gumbel, losses, codes, K, M, eps, step, two
                                   i // N, i % N, grad)
 
 
+@cuda.jit
+def direct_logit_grad_eps_array_kernel(logits, gumbel, losses, codes, K, M, eps, grad_scale,
+                                       two_sided, grad):
+    """direct_logit_grad_kernel with eps read from eps[0] at run time and the step made from it
+    (direct_step, float64 then float32) by each thread."""
+    i = cuda.grid(1)
+    N = codes.shape[1]
+    if i < grad.shape[0] * N:
+        e = eps[0]
+        direct_logit_grad_at_cuda(logits, gumbel, losses, codes, K, M, e,
+                                  direct_step(grad_scale, e, M, two_sided), two_sided,
+                                  i // N, i % N, grad)
+
+
 _F32 = types.float32[:, ::1]
 _I32 = types.int32[:, ::1]
 CUDA_KERNELS = [
     (gumbel_argmax_kernel, [(_F32, _F32, types.int32, types.int32, _I32)]),
     (direct_logit_grad_kernel, [(_F32, _F32, _F32, _I32, types.int32, types.int32,
                                  types.float32, types.float32, types.boolean, _F32)]),
+    (direct_logit_grad_eps_array_kernel, [(_F32, _F32, _F32, _I32, types.int32, types.int32,
+                                           types.float32[::1], types.float64, types.boolean,
+                                           _F32)]),
 ]
 
 
@@ -211,12 +273,17 @@ def gumbel_argmax_cuda(logits, gumbel, K, M, codes, stream=None):
 
 def direct_logit_grad_cuda(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_sided, grad,
                            stream=None):
-    """CUDA twin of direct_logit_grad (adds into `grad`); launched on `stream`, else CuPy's
-    current stream. Does not synchronise."""
+    """CUDA twin of direct_logit_grad (adds into `grad`); `eps` is a number or a 1-element
+    float32 device array read by the kernel (its value is not checked: no host sync). Launched
+    on `stream`, else CuPy's current stream. Does not synchronise."""
     _check_direct(logits, gumbel, losses, codes, K, M, grad)
-    scalars = _direct_scalars(K, M, eps, grad_scale, two_sided)
+    eps_array, scalars = _direct_scalars(K, M, eps, grad_scale, two_sided, device=True)
+    kernel = direct_logit_grad_kernel
+    if eps_array is not None:
+        kernel = direct_logit_grad_eps_array_kernel
+        scalars = scalars[:2] + (as_device_view(eps_array),) + scalars[3:]
     blocks, threads = launch_1d(grad.shape[0] * codes.shape[1])
     stream = current_stream() if stream is None else stream
-    direct_logit_grad_kernel[blocks, threads, stream](
+    kernel[blocks, threads, stream](
         as_device_view(logits), as_device_view(gumbel), as_device_view(losses),
         as_device_view(codes), *scalars, as_device_view(grad))

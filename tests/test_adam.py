@@ -17,6 +17,7 @@ from numba import typeof
 
 from dvae_cupy import reference
 from dvae_cupy.kernels import adam as ops
+from dvae_cupy.kernels import rng
 from dvae_cupy.kernels._cuda import cupy_usable
 
 SHAPES = [(1,), (300,), (7, 300), (3, 4, 5), (784, 300)]
@@ -120,19 +121,82 @@ class LaunchRecorder:
         return lambda *args: self.launches.append((config, args))
 
 
+@pytest.mark.parametrize("step_form", ["int", "array"])
 @pytest.mark.parametrize("shape", [(1,), (7, 300)], ids=str)
-def test_launcher_passes_the_registered_types(shape, monkeypatch):
+def test_launcher_passes_the_registered_types(shape, step_form, monkeypatch):
     # the launcher runs here (no GPU: host arrays pass through as_device_view, stream 0); what it
     # would launch with must be a signature the PTX test compiles, on a grid covering every element
-    (kernel, sigs), = ops.CUDA_KERNELS
+    name = "adam_kernel" if step_form == "int" else "adam_step_array_kernel"
+    sigs = {kernel.py_func.__name__: sigs for kernel, sigs in ops.CUDA_KERNELS}[name]
     recorder = LaunchRecorder()
-    monkeypatch.setattr(ops, "adam_kernel", recorder)
+    monkeypatch.setattr(ops, name, recorder)
+    monkeypatch.setattr(rng, "cupy_usable", lambda: False)  # NumPy stands in for a device array
     arrays = [np.zeros(shape, np.float32) for _ in range(4)]
-    ops.adam_update_cuda(*arrays, 1e-3, 0.9, 0.999, 1e-8, 3)  # Python floats and int, as callers pass
+    step = 3 if step_form == "int" else np.array([3], np.int64)
+    ops.adam_update_cuda(*arrays, 1e-3, 0.9, 0.999, 1e-8, step)  # Python floats, as callers pass
     (config, args), = recorder.launches
     assert tuple(typeof(x) for x in args) in [tuple(s) for s in sigs]
     blocks, threads, stream = config
     assert blocks * threads >= arrays[0].size > (blocks - 1) * threads and stream == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# step as a 1-element int64 array (read at run time, for CUDA graphs)
+
+
+def test_bias_corrections_body_equals_the_python_formula():
+    # the shared body (host and kernel) gives the float32s the host always computed in Python
+    steps = list(range(1, 5001)) + [12345, 10**5 + 7, 10**6, 2**31 + 1, 2**40]
+    for lr, beta1, beta2 in [(1e-3, 0.9, 0.999), (1e-2, 0.5, 0.9), (3e-4, 0.95, 0.9999)]:
+        for step in steps:
+            expected = (np.float32(lr / (1.0 - beta1 ** step)),
+                        np.float32(math.sqrt(1.0 - beta2 ** step)))
+            assert ops.adam_scalars(lr, beta1, beta2, 1e-8, step)[3:] == expected, step
+            assert ops.adam_bias_corrections(lr, beta1, beta2, step) == expected, step
+
+
+@pytest.mark.parametrize("hyper", HYPER, ids=["defaults", "lr1e-2_b0.5_0.9"])
+@pytest.mark.parametrize("shape", [(1,), (7, 300)], ids=str)
+def test_step_array_and_int_step_give_identical_updates(shape, hyper):
+    rng_ = np.random.default_rng(len(shape))
+    by_int = [rng_.standard_normal(shape).astype(np.float32), None,
+              np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
+    by_array = [a.copy() if a is not None else None for a in by_int]
+    step_array = np.zeros(1, np.int64)
+    for step in [1, 2, 3, 4, 999, 12345, 10**6]:
+        grad = (rng_.standard_normal(shape) * 10.0 ** rng_.uniform(-3, 1, shape)).astype(np.float32)
+        by_int[1], by_array[1] = grad, grad.copy()
+        step_array[0] = step - 1
+        rng.advance_counter(step_array)  # as a graph replay does before the update
+        ops.adam_update(*by_int, step=step, **hyper)
+        ops.adam_update(*by_array, step=step_array, **hyper)
+        assert int(step_array[0]) == step  # read, not written
+        for got, expected in zip(by_array, by_int):
+            np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("op", [ops.adam_update, ops.adam_update_cuda], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad", [np.ones(1, np.uint64), np.ones(1, np.int32),
+                                 np.ones(1, np.float64), np.ones(2, np.int64),
+                                 np.ones((), np.int64), np.ones((1, 1), np.int64)],
+                         ids=lambda a: f"{a.dtype}{a.shape}")
+def test_bad_step_arrays_are_named(op, bad):
+    arrays = [np.zeros(3, np.float32) for _ in range(4)]
+    with pytest.raises(ValueError, match="step given as an array must be a 1-element 1-D int64"):
+        op(*arrays, 1e-3, 0.9, 0.999, 1e-8, bad)  # raises before any launch: no GPU needed
+
+
+def test_cpu_twin_checks_the_step_array_value():
+    arrays = [np.zeros(3, np.float32) for _ in range(4)]
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        ops.adam_update(*arrays, 1e-3, 0.9, 0.999, 1e-8, np.zeros(1, np.int64))
+
+
+def test_launcher_refuses_a_host_step_array_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(rng, "cupy_usable", lambda: True)
+    arrays = [np.zeros(3, np.float32) for _ in range(4)]
+    with pytest.raises(ValueError, match="step must be a device array"):
+        ops.adam_update_cuda(*arrays, 1e-3, 0.9, 0.999, 1e-8, np.ones(1, np.int64))
 
 
 @pytest.mark.gpu
@@ -145,11 +209,19 @@ def test_cuda_matches_cpu_on_gpu():
         cpu = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
         cpu += [np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
         gpu = [cupy.asarray(a) for a in cpu]
+        by_array = [a.copy() for a in gpu]
+        step_array = cupy.zeros(1, dtype=cupy.int64)
         for step in (1, 2, 3):
             ops.adam_update(*cpu, 1e-3, 0.9, 0.999, 1e-8, step)
             ops.adam_update_cuda(*gpu, 1e-3, 0.9, 0.999, 1e-8, step)
+            rng.advance_counter_cuda(step_array)
+            ops.adam_update_cuda(*by_array, 1e-3, 0.9, 0.999, 1e-8, step_array)
         for got, expected in zip(gpu, cpu):
             # NVVM may fuse multiply-adds: an ulp or two apart
             np.testing.assert_allclose(cupy.asnumpy(got), expected, rtol=1e-6, atol=1e-7)
+        # the step as a device array: libdevice's float64 pow may differ from libm's in the last
+        # bit, which reaches the float32 corrections only in rare ties (equal in practice)
+        for got, expected in zip(by_array, gpu):
+            np.testing.assert_array_equal(cupy.asnumpy(got), cupy.asnumpy(expected))
     for kernel, sigs in ops.CUDA_KERNELS:
         assert set(kernel.overloads) <= {tuple(s) for s in sigs}, (kernel, list(kernel.overloads))

@@ -167,6 +167,10 @@ BAD_ARGS = [
     ("eps", 0.0, "eps"),
     ("eps", float("nan"), "eps"),
     ("grad_scale", float("inf"), "grad_scale"),
+    ("eps", 1e-50, "eps"),  # 0 in float32
+    ("eps", np.full(1, 0.5, np.float64), "eps given as an array must be a 1-element 1-D float32"),
+    ("eps", np.full(2, 0.5, np.float32), "eps given as an array"),
+    ("eps", np.full((), 0.5, np.float32), "eps given as an array"),
 ]
 
 
@@ -205,21 +209,90 @@ class RecordingKernel:
         return lambda *args: self.launches.append((config, tuple(typeof(a) for a in args)))
 
 
+@pytest.mark.parametrize("eps_form", ["float", "array"])
 @pytest.mark.parametrize("two_sided", [False, True])
-def test_launchers_pass_the_registered_types(monkeypatch, two_sided):
+def test_launchers_pass_the_registered_types(monkeypatch, two_sided, eps_form):
     registered = {kernel.py_func.__name__: {tuple(s) for s in sigs}
                   for kernel, sigs in argmax.CUDA_KERNELS}
     args = valid_args(B=100, M=1, N=20, K=10)
     args["two_sided"] = two_sided
-    for name, names, threads in [("gumbel_argmax", SAMPLING_ARGS, 100 * 20),
-                                 ("direct_logit_grad", DIRECT_ARGS, 100 * 20)]:
+    direct_kernel = "direct_logit_grad_kernel"
+    if eps_form == "array":
+        import dvae_cupy.kernels.rng as rng  # scalar_array's check: NumPy stands in for CuPy
+
+        monkeypatch.setattr(rng, "cupy_usable", lambda: False)
+        args["eps"] = np.full(1, 0.5, np.float32)
+        direct_kernel = "direct_logit_grad_eps_array_kernel"
+    for name, kernel, names, threads in [
+            ("gumbel_argmax", "gumbel_argmax_kernel", SAMPLING_ARGS, 100 * 20),
+            ("direct_logit_grad", direct_kernel, DIRECT_ARGS, 100 * 20)]:
         recorder = RecordingKernel()
-        monkeypatch.setattr(argmax, name + "_kernel", recorder)
+        monkeypatch.setattr(argmax, kernel, recorder)
         getattr(argmax, name + "_cuda")(*[args[n] for n in names], stream=0)
         (config, types), = recorder.launches
-        assert types in registered[name + "_kernel"], (name, types)
+        assert types in registered[kernel], (kernel, types)
         blocks, block, stream = config
         assert blocks * block >= threads > (blocks - 1) * block and stream == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# eps as a 1-element float32 array (read at run time, for CUDA graphs)
+
+
+@pytest.mark.parametrize("two_sided", [False, True], ids=["one-sided", "two-sided"])
+@pytest.mark.parametrize("M", [1, 3])
+def test_eps_array_and_eps_number_give_identical_grads(two_sided, M):
+    B, N, K = 30, 6, 5
+    rng = np.random.default_rng([M, two_sided, 7])
+    logits, gumbel, losses = untied_sampling(rng, B, M, N, K, eps=0.3)
+    codes = np.empty((B * M, N), dtype=np.int32)
+    argmax.gumbel_argmax(logits, gumbel, K, M, codes)
+    grad0 = rng.normal(size=(B, N * K)).astype(np.float32)
+    # eps not exact in float32 (0.3, 1/3, 0.1 ...) and exact (0.5); grad_scales like 1 / batch
+    for eps in [0.3, 1 / 3, 0.1, 0.5, 0.987654321, 0.1 * np.exp(-0.05)]:
+        for grad_scale in [1.0, 1 / 100, 1 / 128, 0.37]:
+            by_number, by_array = grad0.copy(), grad0.copy()
+            argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, grad_scale,
+                                     two_sided, by_number)
+            eps_array = np.array([eps], np.float32)
+            argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps_array, grad_scale,
+                                     two_sided, by_array)
+            assert (by_number != grad0).any()
+            np.testing.assert_array_equal(by_array, by_number)
+            assert eps_array[0] == np.float32(eps)  # read, not written
+
+
+def test_direct_step_is_made_from_the_float32_eps():
+    # the step's float64 arithmetic starts from float32(eps), the eps the arg maxes use, so that
+    # a float32 device eps gives the same step as a number
+    for eps in [0.3, 1 / 3, 0.1, 0.5, 2.0 ** -10, 0.777]:
+        for M in [1, 3]:
+            for two_sided in [False, True]:
+                got = argmax.direct_step(0.01, np.float32(eps), np.int32(M), two_sided)
+                expected = np.float32(0.01 / ((2.0 if two_sided else 1.0)
+                                              * float(np.float32(eps)) * M))
+                assert got == expected, (eps, M, two_sided)
+                scalars = argmax._direct_scalars(5, M, eps, 0.01, two_sided)[1]
+                assert type(scalars[3]) is np.float32 and scalars[3] == expected
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, np.inf, np.nan])
+def test_cpu_twin_checks_the_eps_array_value(bad):
+    # the CPU twin reads host memory and checks eps[0] like a number (the launcher cannot: no sync)
+    args = valid_args()
+    args["eps"] = np.array([bad], np.float32)
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        argmax.direct_logit_grad(*[args[n] for n in DIRECT_ARGS])
+
+
+def test_launcher_refuses_a_host_eps_array_on_a_gpu(monkeypatch):
+    import dvae_cupy.kernels.rng as rng
+
+    monkeypatch.setattr(rng, "cupy_usable", lambda: True)
+    args = valid_args()
+    args["eps"] = np.array([0.5], np.float32)
+    with pytest.raises(ValueError, match="eps must be a device array"):
+        argmax.direct_logit_grad_cuda(*[args[n] for n in DIRECT_ARGS])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,5 +321,21 @@ def test_cuda_matches_cpu_on_gpu():
                                           cupy.asarray(losses), d_codes, K, M, 0.5, 0.01,
                                           two_sided, d_grad)
             np.testing.assert_allclose(cupy.asnumpy(d_grad), grad, rtol=1e-6, atol=1e-8)
+            # eps as a device array: the same float64 step arithmetic, identical grads
+            d_grad_eps_array = cupy.ones((B, N * K), dtype=cupy.float32)
+            argmax.direct_logit_grad_cuda(cupy.asarray(logits), cupy.asarray(gumbel),
+                                          cupy.asarray(losses), d_codes, K, M,
+                                          cupy.array([0.5], cupy.float32), 0.01, two_sided,
+                                          d_grad_eps_array)
+            np.testing.assert_array_equal(cupy.asnumpy(d_grad_eps_array), cupy.asnumpy(d_grad))
+            for eps in (0.3, 1 / 3):  # not exact in float32
+                by_number = cupy.ones((B, N * K), dtype=cupy.float32)
+                by_array = cupy.ones((B, N * K), dtype=cupy.float32)
+                args = (cupy.asarray(logits), cupy.asarray(gumbel), cupy.asarray(losses), d_codes,
+                        K, M)
+                argmax.direct_logit_grad_cuda(*args, eps, 0.01, two_sided, by_number)
+                argmax.direct_logit_grad_cuda(*args, cupy.array([eps], cupy.float32), 0.01,
+                                              two_sided, by_array)
+                np.testing.assert_array_equal(cupy.asnumpy(by_array), cupy.asnumpy(by_number))
     for kernel, sigs in argmax.CUDA_KERNELS:
         assert set(kernel.overloads) <= {tuple(s) for s in sigs}, (kernel, list(kernel.overloads))

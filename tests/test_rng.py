@@ -148,15 +148,130 @@ def test_non_contiguous_output_is_rejected():
         rng.gumbel_noise(1, 1, out)
 
 
-def test_launch_arguments_type_as_registered():
-    # what the launchers pass (np.uint64 scalars, 1-D C-contiguous arrays) is what test_ptx compiles
-    from numba import typeof
+class LaunchRecorder:
+    """Stands in for a @cuda.jit kernel: records the launch configuration and argument types."""
 
-    for kernel, sigs in rng.CUDA_KERNELS:
-        out_type = sigs[0][2]
-        launched = (typeof(np.uint64(7)), typeof(np.uint64(2**40)),
-                    typeof(np.empty((3, 5), dtype=out_type.dtype.name).reshape(15)))
-        assert launched in [tuple(s) for s in sigs], (kernel, launched)
+    def __init__(self):
+        self.launches = []
+
+    def __getitem__(self, config):
+        from numba import typeof
+
+        return lambda *args: self.launches.append((config, tuple(typeof(a) for a in args)))
+
+
+REGISTERED = {kernel.py_func.__name__: [tuple(s) for s in sigs]
+              for kernel, sigs in rng.CUDA_KERNELS}
+
+
+@pytest.mark.parametrize("op, dtype", [("philox_bits", np.uint32), ("gumbel_noise", np.float32)])
+@pytest.mark.parametrize("step_form", ["int", "array"])
+def test_launch_arguments_type_as_registered(monkeypatch, op, dtype, step_form):
+    # what the launchers pass (np.uint64 scalars or a uint64 step array, 1-D C-contiguous outputs)
+    # is what test_ptx compiles, on a grid covering every element
+    name = op + ("_kernel" if step_form == "int" else "_step_array_kernel")
+    recorder = LaunchRecorder()
+    monkeypatch.setattr(rng, name, recorder)
+    monkeypatch.setattr(rng, "cupy_usable", lambda: False)  # NumPy arrays stand in for device ones
+    step = 2**40 + 3 if step_form == "int" else np.array([2**40 + 3], np.uint64)
+    getattr(rng, op + "_cuda")(0xDEADBEEF_0BADF00D, step, np.empty((3, 100), dtype), stream=0)
+    (config, launched), = recorder.launches
+    assert launched in REGISTERED[name], (name, launched)
+    blocks, threads, stream = config
+    assert blocks * threads >= 300 > (blocks - 1) * threads and stream == 0
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.int64])
+def test_advance_counter_launch_types_as_registered(monkeypatch, dtype):
+    recorder = LaunchRecorder()
+    monkeypatch.setattr(rng, "advance_counter_kernel", recorder)
+    monkeypatch.setattr(rng, "cupy_usable", lambda: False)
+    rng.advance_counter_cuda(np.zeros(1, dtype), stream=0)
+    (config, launched), = recorder.launches
+    assert launched in REGISTERED["advance_counter_kernel"], launched
+    assert config == (1, 1, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step as a 1-element uint64 array (read at run time, for CUDA graphs)
+
+
+@pytest.mark.parametrize("seed, step", STREAMS)
+def test_step_array_gives_the_same_bits_as_the_int(seed, step):
+    n = 1001
+    for op, dtype in [(rng.philox_bits, np.uint32), (rng.gumbel_noise, np.float32)]:
+        by_int = np.empty(n, dtype)
+        by_array = np.empty(n, dtype)
+        op(seed, step, by_int)
+        op(seed, np.array([step], np.uint64), by_array)
+        np.testing.assert_array_equal(by_array, by_int)  # exactly: the same code on the CPU
+
+
+def test_step_array_is_read_at_each_call_and_advanced_in_place():
+    counter = np.array([2**53 + 1], np.uint64)  # above float64's exact integers: no float detour
+    got = np.empty((4, 25), np.float32)
+    expected = np.empty((4, 25), np.float32)
+    for step in (2**53 + 1, 2**53 + 2, 2**53 + 3):
+        rng.gumbel_noise(77, counter, got)
+        rng.gumbel_noise(77, step, expected)
+        np.testing.assert_array_equal(got, expected)
+        rng.advance_counter(counter)
+    assert int(counter[0]) == 2**53 + 4
+
+
+def test_advance_counter():
+    counter = np.array([2**63 + 5], np.uint64)
+    rng.advance_counter(counter)
+    assert counter.dtype == np.uint64 and int(counter[0]) == 2**63 + 6
+    counter = np.array([2**64 - 1], np.uint64)
+    rng.advance_counter(counter)  # wraps, as uint64 does on the GPU
+    assert int(counter[0]) == 0
+    counter = np.array([41], np.int64)
+    rng.advance_counter(counter)
+    assert counter.dtype == np.int64 and int(counter[0]) == 42
+
+
+BAD_STEPS = [np.zeros(1, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.float64),
+             np.zeros(2, np.uint64), np.zeros((1, 1), np.uint64), np.zeros((), np.uint64)]
+
+
+@pytest.mark.parametrize("op", ["philox_bits", "gumbel_noise", "philox_bits_cuda",
+                                "gumbel_noise_cuda"])
+@pytest.mark.parametrize("bad", BAD_STEPS, ids=lambda a: f"{a.dtype}{a.shape}")
+def test_bad_step_arrays_are_named(op, bad):
+    dtype = np.uint32 if op.startswith("philox") else np.float32
+    out = np.zeros(8, dtype)
+    with pytest.raises(ValueError, match="step given as an array must be a 1-element 1-D uint64"):
+        getattr(rng, op)(1, bad, out)  # raises before any launch: no GPU needed
+    assert not out.any()
+
+
+@pytest.mark.parametrize("op", ["advance_counter", "advance_counter_cuda"])
+@pytest.mark.parametrize("bad", [np.zeros(1, np.uint32), np.zeros(1, np.float64),
+                                 np.zeros(2, np.int64), np.zeros((), np.uint64), 3,
+                                 np.uint64(3)], ids=repr)
+def test_bad_counters_are_named(op, bad):
+    with pytest.raises(ValueError, match="counter"):
+        getattr(rng, op)(bad)
+
+
+def test_launchers_refuse_host_step_arrays_on_a_gpu(monkeypatch):
+    # with a GPU in use, Numba would copy a NumPy array to the device and back: a hidden sync
+    monkeypatch.setattr(rng, "cupy_usable", lambda: True)
+    with pytest.raises(ValueError, match="step must be a device array"):
+        rng.gumbel_noise_cuda(1, np.zeros(1, np.uint64), np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="counter must be a device array"):
+        rng.advance_counter_cuda(np.zeros(1, np.uint64))
+
+
+def test_scalar_array():
+    assert rng.scalar_array("x", 3, np.uint64) is None
+    assert rng.scalar_array("x", np.uint64(3), np.uint64) is None  # a NumPy scalar is a number
+    assert rng.scalar_array("x", 0.5, np.float32) is None
+    a = np.zeros(1, np.float32)
+    assert rng.scalar_array("x", a, np.float32) is a
+    with pytest.raises(ValueError, match="^x given as an array"):
+        rng.scalar_array("x", a, np.float64)
 
 
 def test_launch_1d():
@@ -188,6 +303,20 @@ def test_cuda_matches_cpu_on_gpu():
         rng.gumbel_noise(0xDEADBEEF_0BADF00D, 5, cpu_noise)
         np.testing.assert_array_equal(cupy.asnumpy(bits), cpu_bits)
         np.testing.assert_allclose(cupy.asnumpy(noise), cpu_noise, rtol=2e-6, atol=2e-6)
+        # the step as a device array, advanced on the device: the same bits as the int step
+        int_noise = cupy.asnumpy(noise)
+        counter = cupy.array([4], dtype=cupy.uint64)
+        rng.advance_counter_cuda(counter)
+        bits[...] = 0
+        noise[...] = 0
+        rng.philox_bits_cuda(0xDEADBEEF_0BADF00D, counter, bits)
+        rng.gumbel_noise_cuda(0xDEADBEEF_0BADF00D, counter, noise)
+        np.testing.assert_array_equal(cupy.asnumpy(bits), cpu_bits)
+        np.testing.assert_array_equal(cupy.asnumpy(noise), int_noise)
+        for dtype in (cupy.uint64, cupy.int64):
+            big = cupy.array([2**62 + 1], dtype=dtype)
+            rng.advance_counter_cuda(big)
+            assert int(big.get()[0]) == 2**62 + 2
     kat = cupy.zeros(4, dtype=cupy.uint32)
     rng.philox_bits_cuda(0, 0, kat)  # elements 0..3 of stream (0, 0): Philox(counter 0, key 0)
     assert [int(w) for w in cupy.asnumpy(kat)] == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]

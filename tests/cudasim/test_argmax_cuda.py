@@ -59,3 +59,30 @@ def test_ties_go_to_the_first_index_under_simulator():
     argmax.direct_logit_grad_cuda(logits, gumbel, losses, np.array([[3]], np.int32), 4, 1, 1.0,
                                   1.0, False, grad, stream=0)
     np.testing.assert_array_equal(grad[0], [0, -1, 0, 1])
+
+
+@pytest.mark.parametrize("two_sided", [False, True], ids=["one-sided", "two-sided"])
+@pytest.mark.parametrize("B, M, N, K", SHAPES, ids=str)
+def test_direct_logit_grad_cuda_with_eps_array_equals_cpu(B, M, N, K, two_sided):
+    # eps as a 1-element float32 array read by the kernel, which makes the step from it
+    rng = np.random.default_rng(N + 2)
+    logits, gumbel, losses = draw(rng, B, M, N, K)
+    codes = np.empty((B * M, N), dtype=np.int32)
+    argmax.gumbel_argmax(logits, gumbel, K, M, codes)
+    grad0 = rng.normal(size=(B, N * K)).astype(np.float32)
+    for eps in (0.5, 0.3):  # 0.3 is not exact in float32
+        eps_array = np.array([eps], np.float32)
+        got = grad0.copy()
+        argmax.direct_logit_grad_cuda(logits, gumbel, losses, codes, K, M, eps_array, 0.01,
+                                      two_sided, got)
+        by_number = grad0.copy()
+        argmax.direct_logit_grad_cuda(logits, gumbel, losses, codes, K, M, eps, 0.01, two_sided,
+                                      by_number, stream=0)
+        expected = grad0.copy()
+        argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, 0.01, two_sided,
+                                 expected)
+        if N > 1:
+            assert np.count_nonzero(expected != grad0) > 0
+        np.testing.assert_array_equal(got, by_number)  # array eps == number eps, identically
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+        assert eps_array[0] == np.float32(eps)

@@ -3,9 +3,10 @@
 One block of bce.THREADS (128) threads per row: the shapes cover D = 1, D < 128 (most threads
 idle), D = 128 (one full pass), D = 300 (two full passes and a partial one), and M > 1 (the
 row -> target index r // M). Small shapes: the simulator runs each thread as a Python thread.
-The simulator's math runs in float64 and the tree sums float32 partials where the CPU twin sums
-in float64: sums agree to rtol 1e-5 (+1e-6 absolute), gradients element by element to rtol 1e-5.
-"""
+The simulator runs the same float32 @njit bodies as the CPU twin (kernels/fastmath_f32.py's
+exp/log1p; compiled without the CPU loops' fused multiply-adds: ~1 ulp apart), while the kernel
+sums float32 partials in a tree where the CPU twin sums in float64: sums agree to rtol 1e-5
+(+1e-6 absolute), gradients element by element to rtol 1e-5."""
 import numpy as np
 import pytest
 
@@ -80,5 +81,29 @@ def test_softplus_row_sums_cuda_matches_cpu(rows, pixels):
     cpu = np.empty(rows, np.float32)
     bce.softplus_row_sums(out, bias, cpu)
     sums = np.full(rows, np.nan, np.float32)
+    bce.softplus_row_sums_cuda(out, bias, sums)
+    np.testing.assert_allclose(sums, cpu, rtol=1e-5, atol=1e-6)
+
+
+EDGE_LOGITS = [0.0, 1e-8, -1e-8, 20.0, -20.0, 80.0, -80.0, 87.33654, -87.33654, 87.34, -87.34,
+               88.0, -88.0, 100.0, -100.0]
+
+
+def test_edge_logits_cuda_match_cpu():
+    # every edge value in every row, at shifted positions; binary and fractional targets
+    edge = np.float32(EDGE_LOGITS)
+    pixels = 2 * len(edge) + 3
+    out = np.stack([np.roll(np.resize(edge, pixels), k) for k in range(4)]).astype(np.float32)
+    x = np.zeros((2, pixels), np.float32)
+    x[1] = 1.0
+    x[1, ::4] = 0.5
+    cpu_loss, cpu_grad, loss, grad = both(out, x, 2, 0.5)
+    assert np.isfinite(loss).all() and np.isfinite(grad).all()
+    np.testing.assert_allclose(loss, cpu_loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, cpu_grad, rtol=1e-5, atol=1e-38)
+    bias = np.zeros(pixels, np.float32)
+    cpu = np.empty(4, np.float32)
+    bce.softplus_row_sums(out, bias, cpu)
+    sums = np.full(4, np.nan, np.float32)
     bce.softplus_row_sums_cuda(out, bias, sums)
     np.testing.assert_allclose(sums, cpu, rtol=1e-5, atol=1e-6)

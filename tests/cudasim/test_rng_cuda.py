@@ -104,3 +104,49 @@ def test_launch_of_1000_elements():
     expected = np.empty(1000, dtype=np.float32)
     rng.gumbel_noise(7, 3, expected)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step as a 1-element uint64 array read by the kernel, and the counter advanced on the device
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_step_array_launchers_equal_cpu(shape):
+    step = np.array([STEP], dtype=np.uint64)
+    bits = np.zeros(shape, dtype=np.uint32)
+    rng.philox_bits_cuda(SEED, step, bits)
+    expected_bits = np.empty(shape, dtype=np.uint32)
+    rng.philox_bits(SEED, STEP, expected_bits)
+    np.testing.assert_array_equal(bits, expected_bits)
+
+    noise = np.full(shape, np.nan, dtype=np.float32)
+    rng.gumbel_noise_cuda(SEED, step, noise)
+    expected_noise = np.empty(shape, dtype=np.float32)
+    rng.gumbel_noise(SEED, step, expected_noise)  # the CPU twin with the array too
+    np.testing.assert_allclose(noise, expected_noise, rtol=1e-5, atol=1e-6)
+    by_int = np.full(shape, np.nan, dtype=np.float32)
+    rng.gumbel_noise_cuda(SEED, STEP, by_int)
+    np.testing.assert_array_equal(noise, by_int)  # the same kernel arithmetic: identical
+    assert int(step[0]) == STEP  # read, not written
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.int64])
+def test_advance_counter_cuda(dtype):
+    start = 2**53 + 1  # a float64 detour (uint64 + int literal) would lose the + 1
+    counter = np.array([start], dtype=dtype)
+    rng.advance_counter_cuda(counter)
+    rng.advance_counter_cuda(counter, stream=0)
+    assert counter.dtype == dtype and int(counter[0]) == start + 2
+
+
+def test_replayed_sequence_matches_int_steps():
+    # what a graph replay does: fill from the counter, then advance it on the device
+    counter = np.array([7], dtype=np.uint64)
+    got = np.zeros(300, dtype=np.uint32)
+    for step in (7, 8, 9):
+        rng.philox_bits_cuda(SEED, counter, got)
+        expected = np.empty(300, dtype=np.uint32)
+        rng.philox_bits(SEED, step, expected)
+        np.testing.assert_array_equal(got, expected)
+        rng.advance_counter_cuda(counter)
+    assert int(counter[0]) == 10
