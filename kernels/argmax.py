@@ -37,6 +37,7 @@ import numpy as np
 from numba import types
 
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
+from ._checks import check_array
 from .rng import scalar_array
 
 __all__ = ["gumbel_argmax", "gumbel_argmax_cuda", "direct_logit_grad", "direct_logit_grad_cuda",
@@ -48,12 +49,7 @@ __all__ = ["gumbel_argmax", "gumbel_argmax_cuda", "direct_logit_grad", "direct_l
 # dtype and flags, so they cost no device sync on CuPy or Numba device arrays.
 
 def _check_array(name, array, dtype, shape):
-    if np.dtype(array.dtype) != np.dtype(dtype):
-        raise ValueError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
-    if tuple(array.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(array.shape)}")
-    if not array.flags["C_CONTIGUOUS"]:
-        raise ValueError(f"{name} must be C-contiguous")
+    check_array(name, array, dtype, shape=shape)
 
 
 def _check_count(name, value, minimum):

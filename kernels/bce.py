@@ -46,6 +46,7 @@ import numpy as np
 from numba import types
 
 from ._cuda import as_device_view, cuda, current_stream
+from ._checks import check_array, check_shape
 from ._reduce import block_sum
 from .fastmath_f32 import exp_neg_abs, log1p_unit
 
@@ -102,17 +103,10 @@ def bce_term_and_grad(o, x):
 
 
 def _check_array(name, array, ndim):
-    if getattr(array, "dtype", None) != np.float32:
-        raise ValueError("%s must be float32, got %s" % (name, getattr(array, "dtype", type(array))))
-    if array.ndim != ndim:
-        raise ValueError("%s must be %d-D, got shape %s" % (name, ndim, tuple(array.shape)))
-    if not array.flags["C_CONTIGUOUS"]:
-        raise ValueError("%s must be C-contiguous, got strides %s" % (name, array.strides))
+    check_array(name, array, np.float32, ndim=ndim)
 
 
-def _check_shape(name, array, shape):
-    if tuple(array.shape) != shape:
-        raise ValueError("%s must have shape %s, got %s" % (name, shape, tuple(array.shape)))
+_check_shape = check_shape
 
 
 def _check_bce_rows(out, x, samples_per_target, loss, grad):

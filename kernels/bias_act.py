@@ -18,6 +18,7 @@ import numpy as np
 from numba import types
 
 from ._cuda import as_device_view, cuda, current_stream, flat_view, launch_1d
+from ._checks import check_array
 
 # ---------------------------------------------------------------------------------------------
 # Scalar bodies (float32 in, float32 out)
@@ -45,12 +46,7 @@ def relu_grad_element(g, act):
 
 
 def _check(name, array, dtype, ndim):
-    if array.dtype != dtype:
-        raise ValueError("%s must be %s, got %s" % (name, dtype, array.dtype))
-    if array.ndim != ndim:
-        raise ValueError("%s must be %d-D, got shape %s" % (name, ndim, tuple(array.shape)))
-    if not array.flags["C_CONTIGUOUS"]:
-        raise ValueError("%s must be C-contiguous, got strides %s" % (name, array.strides))
+    check_array(name, array, dtype, ndim=ndim)
 
 
 def _check_bias_act(a, bias):

@@ -34,6 +34,7 @@ import numpy as np
 from numba import types
 
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
+from ._checks import check_array
 from ._reduce import block_sum
 
 __all__ = ["neighbour_hidden", "neighbour_hidden_cuda", "store_candidate_losses",
@@ -47,12 +48,7 @@ NEIGHBOUR_THREADS = 128  # threads per candidate block: a power of two (tree red
 # Argument checks (Python level, once per call; shape, dtype and flags only: no device sync)
 
 def _check_array(name, array, dtype, shape):
-    if np.dtype(array.dtype) != np.dtype(dtype):
-        raise ValueError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
-    if tuple(array.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(array.shape)}")
-    if not array.flags["C_CONTIGUOUS"]:
-        raise ValueError(f"{name} must be C-contiguous")
+    check_array(name, array, dtype, shape=shape)
 
 
 def candidate_count(rows, n_latent, n_categories):

@@ -26,23 +26,17 @@ import numpy as np
 from numba import njit, types
 
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
+from ._checks import check_array, check_shape
 
 # ---------------------------------------------------------------------------------------------
 # Validation (Python level, cheap: shapes and dtypes only, never values)
 
 
 def _check(name, array, dtype, ndim):
-    if array.dtype != dtype:
-        raise ValueError("%s must be %s, got %s" % (name, dtype, array.dtype))
-    if array.ndim != ndim:
-        raise ValueError("%s must be %d-D, got shape %s" % (name, ndim, tuple(array.shape)))
-    if not array.flags["C_CONTIGUOUS"]:
-        raise ValueError("%s must be C-contiguous, got strides %s" % (name, array.strides))
+    check_array(name, array, dtype, ndim=ndim)
 
 
-def _check_shape(name, array, shape):
-    if tuple(array.shape) != shape:
-        raise ValueError("%s must have shape %s, got %s" % (name, shape, tuple(array.shape)))
+_check_shape = check_shape
 
 
 def _check_codes(codes, K, weight, weight_name):

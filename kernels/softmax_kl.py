@@ -29,6 +29,7 @@ import numpy as np
 from numba import types
 
 from ._cuda import as_device_view, cuda, current_stream
+from ._checks import check_array
 from ._reduce import block_sum
 
 # One block per sample: the per-sample KL sum over its N variables is then a deterministic tree
@@ -67,12 +68,7 @@ def kl_grad(q, log_q, neg_entropy, grad_scale):
 
 
 def _check_array(name, array, ndim):
-    if getattr(array, "dtype", None) != np.float32:
-        raise ValueError("%s must be float32, got %s" % (name, getattr(array, "dtype", type(array))))
-    if array.ndim != ndim:
-        raise ValueError("%s must be %d-D, got shape %s" % (name, ndim, tuple(array.shape)))
-    if not array.flags["C_CONTIGUOUS"]:
-        raise ValueError("%s must be C-contiguous, got strides %s" % (name, array.strides))
+    check_array(name, array, np.float32, ndim=ndim)
 
 
 def _check_softmax_kl(logits, n_categories, kl, grad):

@@ -290,7 +290,6 @@ def test_launch_1d():
 @pytest.mark.skipif(not cupy_usable(), reason="needs CuPy and a CUDA GPU")
 def test_cuda_matches_cpu_on_gpu():
     import cupy
-    from numba import types
 
     for shape in [(1,), (1000,), (33, 257), (100, 20, 10)]:
         bits = cupy.empty(shape, dtype=cupy.uint32)
