@@ -51,7 +51,8 @@ def time_config(backend, n_latent, n_categories, steps, warmup, batch_size, esti
         backend.synchronize()
         if step >= warmup:
             times.append(time.perf_counter() - started)
-    persistent = sum(a.nbytes for d in (model.params, model.grads, model.adam_m, model.adam_v) for a in d.values())
+    persistent = sum(a.nbytes for a in (model.flat_params, model.flat_grads, model.flat_m, model.flat_v))
+    persistent += model.buf.nbytes()  # the work buffers, made in the warm-up steps
     if backend.name == "cpu":
         peak = tracemalloc.get_traced_memory()[1] + persistent
         tracemalloc.stop()

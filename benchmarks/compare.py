@@ -95,7 +95,8 @@ class OurStepper:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         model = self.model
-        return peak + sum(a.nbytes for a in (model.flat_params, model.flat_grads, model.flat_m, model.flat_v))
+        persistent = sum(a.nbytes for a in (model.flat_params, model.flat_grads, model.flat_m, model.flat_v))
+        return peak + persistent + model.buf.nbytes()  # the work buffers were made before tracing
 
 
 def _worker(connection, who, backend_name, n_latent, n_categories, seed, threads, batch_size):
