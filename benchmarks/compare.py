@@ -112,7 +112,8 @@ def _worker(connection, who, backend_name, n_latent, n_categories, seed, threads
     else:
         from torch_peer import TorchPeer
 
-        peer = TorchPeer(n_latent, n_categories, seed=seed, threads=threads)
+        peer = TorchPeer(n_latent, n_categories, seed=seed, threads=threads,
+                         device="cuda" if backend_name == "gpu" else "cpu")  # the same device as ours
         stepper, peak = peer.train_step, peer.peak_memory_bytes
     while True:
         command, start, stop = connection.recv()

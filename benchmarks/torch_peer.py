@@ -56,7 +56,7 @@ FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 def _gumbel(shape, generator):
     """Gumbel(0,1) noise exactly as the published code draws it."""
-    u = torch.rand(shape, generator=generator)
+    u = torch.rand(shape, generator=generator, device=generator.device)
     return -torch.log(1e-10 - torch.log(u + 1e-10))
 
 
@@ -65,7 +65,7 @@ class TorchPeer:
 
     def __init__(self, n_latent, n_categories, hidden=300, pixels=784, lr=1e-3, seed=0,
                  gumbel_samples=1, threads=None, eps0=1.0, anneal_rate=1e-5, eps_min=0.1,
-                 eps_every=500):
+                 eps_every=500, device="cpu"):
         if threads is not None:
             torch.set_num_threads(int(threads))
         self.N, self.K, self.D, self.M = int(n_latent), int(n_categories), int(pixels), int(gumbel_samples)
@@ -76,9 +76,12 @@ class TorchPeer:
                                          nn.Linear(hidden, self.N * self.K))
             self.decoder = nn.Sequential(nn.Linear(self.N * self.K, hidden), nn.ReLU(),
                                          nn.Linear(hidden, pixels))
+        self.device = torch.device(device)
+        self.encoder.to(self.device)
+        self.decoder.to(self.device)
         self.opt_e = torch.optim.Adam(self.encoder.parameters(), lr=lr)
         self.opt_d = torch.optim.Adam(self.decoder.parameters(), lr=lr)
-        self.gen = torch.Generator().manual_seed(self.seed + 1)
+        self.gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         self.eps0, self.anneal_rate, self.eps_min, self.eps_every = eps0, anneal_rate, eps_min, eps_every
         self.eps = float(eps0)
         self.step = 0
@@ -86,9 +89,9 @@ class TorchPeer:
         # Constant masks that turn z_opt (B,N,K) into its N*K neighbours (B,N,K,N,K):
         # candidate (n,k) keeps every variable m != n and sets variable n to one-hot k.
         eye_n = torch.eye(self.N)
-        self._keep = (1.0 - eye_n).view(1, self.N, 1, self.N, 1)
+        self._keep = (1.0 - eye_n).view(1, self.N, 1, self.N, 1).to(self.device)
         self._set = (eye_n.view(self.N, 1, self.N, 1) * torch.eye(self.K).view(1, self.K, 1, self.K)
-                     ).view(1, self.N, self.K, self.N, self.K)
+                     ).view(1, self.N, self.K, self.N, self.K).to(self.device)
 
     # ----------------------------------------------------------------------------------------
     @staticmethod
@@ -108,7 +111,7 @@ class TorchPeer:
         """One published-style direct-optimisation step on a (B,784) float32 0/1 batch.
         Returns the batch's mean (BCE + KL) per sample, as the published loop reports it."""
         self._last_x = x
-        x = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+        x = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         B, N, K, M = x.shape[0], self.N, self.K, self.M
         R = B * M
         xr = x.repeat(M, 1) if M > 1 else x                              # (R,D), published order
@@ -152,10 +155,10 @@ class TorchPeer:
     def test_loss(self, x, batch_size=1000):
         """Mean per-sample BCE at one Gumbel-max sampled code + KL, no grad. The Gumbel noise comes
         from a generator re-seeded on every call, so the figure depends on the parameters only."""
-        gen = torch.Generator().manual_seed(self.seed + 12345)
+        gen = torch.Generator(device=self.device).manual_seed(self.seed + 12345)
         total, n = 0.0, x.shape[0]
         for i in range(0, n, batch_size):
-            xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))
+            xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)).to(self.device)
             logits = self.encoder(xb).view(-1, self.N, self.K)
             z = F.one_hot((logits + _gumbel(logits.shape, gen)).argmax(-1), self.K).to(torch.float32)
             out = self.decoder(z.view(-1, self.N * self.K))
@@ -176,6 +179,12 @@ class TorchPeer:
             x = self._last_x
         if x is None:
             raise ValueError("no batch: pass x or call train_step first")
+        if self.device.type == "cuda":  # the caching allocator's own high-water mark
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            self.train_step(x)
+            return int(torch.cuda.max_memory_allocated() - before)
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             self.train_step(x)
