@@ -180,13 +180,14 @@ def _grads_error(model, grads):
     return max(scaled_error(host[name], grads[name]) for name in ref.PARAM_NAMES)
 
 
-def check_direct_step(backend, rng, batch, samples, n_latent, n_categories, two_sided=False):
+def check_direct_step(backend, rng, batch, samples, n_latent, n_categories, two_sided=False,
+                      kl_backprop=True):
     model, params = _small_model(backend, n_latent, n_categories)
     x = (rng.uniform(size=(batch, model.shape.pixels)) > 0.5) * 1.0
     seed, counter, eps = 11, 5, 0.5
-    loss = direct_gradients(model, _dev(backend, x), seed, counter, eps, samples, two_sided)
+    loss = direct_gradients(model, _dev(backend, x), seed, counter, eps, samples, two_sided, kl_backprop)
     gumbel = _noise(seed, counter, batch, samples, n_latent, n_categories)
-    ref_loss, grads, _ = ref.direct_estimator(params, x, n_categories, gumbel, eps, two_sided)
+    ref_loss, grads, _ = ref.direct_estimator(params, x, n_categories, gumbel, eps, two_sided, kl_backprop)
     return max(scaled_error(float(loss), ref_loss), _grads_error(model, grads))
 
 
@@ -266,6 +267,8 @@ CHECKS = [
     ("direct_step", check_direct_step, STEP_TOLERANCE, [(5, 1, 1, 10), (4, 2, 3, 2), (1, 1, 2, 4)]),
     ("direct_step_two_sided", lambda b, r, *s: check_direct_step(b, r, *s, two_sided=True),
      STEP_TOLERANCE, [(4, 2, 2, 3)]),
+    ("direct_step_published", lambda b, r, *s: check_direct_step(b, r, *s, kl_backprop=False),
+     STEP_TOLERANCE, [(5, 1, 1, 10), (4, 1, 3, 2)]),
     ("gumbel_softmax_step", check_gumbel_softmax_step, STEP_TOLERANCE, [(4, 2, 2, 3), (3, 1, 1, 5)]),
     ("gumbel_softmax_st_step", lambda b, r, *s: check_gumbel_softmax_step(b, r, *s, straight_through=True),
      STEP_TOLERANCE, [(4, 1, 2, 3)]),

@@ -30,8 +30,10 @@ def _train_parser():
     est.add_argument("--gumbel-samples", "-M", type=int, default=DEFAULTS.gumbel_samples,
                      help="Gumbel samples per data point")
     est.add_argument("--two-sided", action="store_true", help="direct: central difference in eps")
-    est.add_argument("--no-kl-backprop", dest="kl_backprop", action="store_false",
-                     help="direct: report the KL but do not back-propagate it (the published code)")
+    est.add_argument("--kl-backprop", action="store_true",
+                     help="direct: also back-propagate the KL's exact gradient (off by default, as in "
+                          "the published code: at the paper's eps the direct estimate of the BCE "
+                          "gradient is shrunk, the KL's is not, and the codes collapse; see BENCHMARKS.md)")
     est.add_argument("--straight-through", action="store_true",
                      help="gumbel-softmax: decode the hard code, back-propagate the relaxed one")
     est.add_argument("--eps0", type=float, default=DEFAULTS.eps0)

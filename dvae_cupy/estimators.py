@@ -20,7 +20,9 @@ class EstimatorConfig:
     name: str = "direct"
     samples: int = 1                # M Gumbel samples per data point
     two_sided: bool = False         # direct: central difference in eps
-    kl_backprop: bool = True        # direct: False reproduces the published code (KL reported only)
+    kl_backprop: bool = False       # direct: False is the published code (KL reported, not trained);
+    # True adds the KL's exact gradient, which at the paper's eps outweighs the shrunk direct
+    # estimate of the BCE gradient and collapses q(z|x) towards uniform (BENCHMARKS.md)
     straight_through: bool = False  # gumbel-softmax: decode the hard code, back-propagate the soft one
 
     def __post_init__(self):

@@ -48,7 +48,7 @@ class TrainConfig:
     estimator: str = "direct"
     gumbel_samples: int = 1
     two_sided: bool = False
-    kl_backprop: bool = True
+    kl_backprop: bool = False          # the published code's choice; see EstimatorConfig
     straight_through: bool = False
     # schedules: value = max(start * exp(-rate * step), minimum), updated every anneal_every steps
     eps0: float = 1.0
