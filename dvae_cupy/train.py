@@ -138,8 +138,7 @@ class Trainer:
         self.best_valid = math.inf
         self.metrics = []
         self.graphed = self._graphed_step(graph_capture)
-        xp_zero = self.backend.xp.zeros((), dtype=np.float64)
-        self.loss_sum = self.graphed.loss_sum if self.graphed else xp_zero
+        self.loss_sum = self.graphed.loss_sum if self.graphed else xp.zeros((), dtype=np.float64)
 
     def _graphed_step(self, capture):
         c = self.config
@@ -190,7 +189,8 @@ class Trainer:
     def train_step(self, x):
         """One step on batch x; its loss is added to self.loss_sum on the device (no sync)."""
         if self.graphed is not None:
-            self.graphed.set_eps(self.current_eps())  # a 4-byte host-to-device copy
+            if self.step % self.config.anneal_every == 0:  # the only steps where eps can move
+                self.graphed.set_eps(self.current_eps())
             self.graphed(x)
         else:
             self.loss_sum += estimator_gradients(self.model, self.config.estimator_config(), x,
