@@ -42,13 +42,21 @@ from .rng import scalar_array
 # ---------------------------------------------------------------------------------------------
 # Scalar body (float32 in, float32 out)
 
+_SMALLEST_NORMAL = np.float32(np.finfo(np.float32).tiny)
+
 
 @numba.njit(inline="always")
 def adam_element(p, g, m, v, one_minus_beta1, one_minus_beta2, eps, step_size,
                  bias_correction2_sqrt):
-    """One Adam step of one element: returns the new (p, m, v)."""
+    """One Adam step of one element: returns the new (p, m, v).
+
+    m and v below the smallest normal float32 are flushed to 0: a parameter whose gradient stays
+    0 sees its moments decay geometrically into subnormals, which x86 handles ~100x slower (a
+    training run slowed down 1.5x by epoch 3 before this). Their effect on p is < 1e-30."""
     m = m + one_minus_beta1 * (g - m)
     v = v + one_minus_beta2 * (g * g - v)  # >= 0: v - (1 - b2) v >= 0 exactly, then + (1 - b2) g^2
+    m = m if abs(m) >= _SMALLEST_NORMAL else np.float32(0.0)
+    v = v if v >= _SMALLEST_NORMAL else np.float32(0.0)
     denom = math.sqrt(v) / bias_correction2_sqrt + eps
     return p - step_size * (m / denom), m, v
 

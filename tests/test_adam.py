@@ -225,3 +225,16 @@ def test_cuda_matches_cpu_on_gpu():
             np.testing.assert_array_equal(cupy.asnumpy(got), cupy.asnumpy(expected))
     for kernel, sigs in ops.CUDA_KERNELS:
         assert set(kernel.overloads) <= {tuple(s) for s in sigs}, (kernel, list(kernel.overloads))
+
+
+def test_moments_below_the_smallest_normal_float32_are_flushed_to_zero():
+    # A parameter whose gradient stays 0 must not leave subnormal moments (slow on x86).
+    tiny = np.finfo(np.float32).tiny
+    param = np.ones(4, np.float32)
+    m = np.array([tiny * 1.05, -tiny * 1.05, 1e-3, 0.0], np.float32)
+    v = np.array([tiny * 1.0005, tiny * 1.0005, 1e-3, 0.0], np.float32)
+    ops.adam_update(param, np.zeros(4, np.float32), m, v, 1e-3, 0.9, 0.999, 1e-8, 10)
+    np.testing.assert_array_equal(m[:2], 0.0)   # 0.9 * 1.05 tiny < tiny
+    np.testing.assert_array_equal(v[:2], 0.0)   # 0.999 * 1.0005 tiny < tiny
+    assert m[2] == np.float32(0.9) * np.float32(1e-3) and v[2] > 0
+    assert not np.any((np.abs(m) > 0) & (np.abs(m) < tiny))
