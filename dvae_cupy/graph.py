@@ -17,6 +17,8 @@ an old driver); the step then says why and stays eager, so training never depend
 The capture mechanism is a small strategy object, so the orchestration (counters, eps, warm-up,
 replay) is tested on the CPU with a stand-in that records the step and replays it by calling it.
 """
+import contextlib
+
 import numpy as np
 
 from .estimators import estimator_gradients
@@ -37,6 +39,10 @@ class CupyStreamCapture:
     def allocator(self):
         return self.cupy.cuda.using_allocator(self.pool.malloc)
 
+    def current(self):
+        """The capture stream as CuPy's current stream: every launch of the step goes there."""
+        return self.stream
+
     def capture(self, body):
         self.stream.begin_capture()
         try:
@@ -55,8 +61,9 @@ class CallingCapture:
     stream = None
 
     def allocator(self):
-        import contextlib
+        return contextlib.nullcontext()
 
+    def current(self):
         return contextlib.nullcontext()
 
     def capture(self, body):
@@ -111,7 +118,8 @@ class GraphedStep:
 
     def __call__(self, x_batch):
         """One training step on x_batch (B, D) float32; its loss is added to `loss_sum`."""
-        with self.capture_strategy.allocator():
+        strategy = self.capture_strategy
+        with strategy.current(), strategy.allocator():
             self.x[...] = x_batch
             if self.graph is None and self.failed is None and self.eager_steps >= self.warmup:
                 self._capture()
