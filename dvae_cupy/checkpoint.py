@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from .hdf5_format import check_format
+
 FORMAT = "dvae_cupy.checkpoint"
 VERSION = 1
 LEAF_KINDS = ("array", "int", "float", "bool", "str", "none")
@@ -213,12 +215,7 @@ def load_checkpoint(path):
 
 def _read_layout(f, path):
     """The Checkpoint in the open file `f`, every field checked present."""
-    if f.attrs.get("format") != FORMAT:
-        raise ValueError(f"{path}: format attribute is {f.attrs.get('format')!r}, "
-                         f"expected {FORMAT!r}")
-    if f.attrs.get("version") != VERSION:
-        raise ValueError(f"{path}: unsupported version {f.attrs.get('version')!r}, "
-                         f"this reader knows version {VERSION}")
+    check_format(f, path, FORMAT, VERSION)
     for attr in ("step", "epoch", "eps", "config"):
         if attr not in f.attrs:
             raise ValueError(f"{path}: missing root attribute {attr!r}")

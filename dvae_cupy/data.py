@@ -37,6 +37,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .hdf5_format import check_format
+
 IMAGE_SHAPE = (28, 28)
 D = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 SPLIT_NAMES = ("train", "valid", "test")
@@ -359,12 +361,7 @@ def read_hdf5(path):
 
 def _check_root(f, path):
     """The root attributes must say this is our format, version and image shape."""
-    if f.attrs.get("format") != FORMAT:
-        raise ValueError(f"{path}: format attribute is {f.attrs.get('format')!r}, "
-                         f"expected {FORMAT!r}")
-    if f.attrs.get("version") != VERSION:
-        raise ValueError(f"{path}: unsupported version {f.attrs.get('version')!r}, "
-                         f"this reader knows version {VERSION}")
+    check_format(f, path, FORMAT, VERSION)
     shape = tuple(np.asarray(f.attrs.get("image_shape", ())).tolist())
     if shape != IMAGE_SHAPE:
         raise ValueError(f"{path}: image_shape is {shape}, expected {IMAGE_SHAPE}")
