@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from .atomic import atomic_path
 from .hdf5_format import check_format
 
 FORMAT = "dvae_cupy.checkpoint"
@@ -78,8 +79,7 @@ def save_checkpoint(path, *, params, optimizer, step, epoch, eps, rng_state, con
     for name, tree in (("rng_state", rng_state), ("extra", {} if extra is None else extra)):
         if not isinstance(tree, dict):
             raise ValueError(f"{name} must be a dict; got {type(tree).__name__}")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(path, durable=True) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
             f.attrs["format"] = FORMAT
             f.attrs["version"] = VERSION
@@ -95,12 +95,6 @@ def save_checkpoint(path, *, params, optimizer, step, epoch, eps, rng_state, con
             _write_tree(f, "rng_state", rng_state, "rng_state")
             if extra is not None:
                 _write_tree(f, "extra", extra, "extra")
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def _config_json(config):
@@ -178,22 +172,6 @@ def _leaf(value, where):
                      f"float, bool, str, None or NumPy array (store sequences as arrays)")
 
 
-def _fsync_file(path):
-    """Push the file's data to the disk before it replaces the old checkpoint; an fsync on
-    any descriptor of a file flushes all of its written data."""
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(directory):
-    """Make the rename itself durable (POSIX only; Windows cannot open directories)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .atomic import atomic_path
 from .hdf5_format import check_format
 
 IMAGE_SHAPE = (28, 28)
@@ -291,14 +292,8 @@ def write_hdf5(path, splits, encoding=None, gzip_level=9):
     the one that fits.
     """
     encoding = _encoding_for(splits, encoding)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write_layout(f, splits, encoding, gzip_level)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        _write_layout(f, splits, encoding, gzip_level)
 
 
 def _encoding_for(splits, encoding):

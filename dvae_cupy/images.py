@@ -4,11 +4,12 @@ Enough PNG for looking at samples and reconstructions: 8-bit greyscale, no inter
 scanline filter type 0 (None); zlib does the compressing. Grid values are floats in [0, 1]
 (0 black, 1 white), the range of pixel probabilities.
 """
-import os
 import struct
 import zlib
 
 import numpy as np
+
+from .atomic import atomic_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_SHAPE = (28, 28)
@@ -23,15 +24,8 @@ def write_png(path, image):
     image: uint8 (H, W), or float (H, W) in [0, 1], mapped to 0..255 by rounding x * 255.
     """
     pixels = _png_pixels(image)
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(png_bytes(pixels))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(png_bytes(pixels))
 
 
 def png_bytes(pixels):

@@ -13,7 +13,6 @@ Files in the output folder:
 """
 import json
 import math
-import os
 import signal
 import time
 from dataclasses import asdict, dataclass, fields
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluate, images
+from .atomic import atomic_path
 from .backend import get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_dataset
@@ -373,10 +373,8 @@ def _current_stream(graphed):
 
 
 def _write_atomic(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def train(config, resume=False, log=print):
