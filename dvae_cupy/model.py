@@ -112,29 +112,46 @@ class DVAE:
         self.adam_steps = int(adam_steps)
 
     # -----------------------------------------------------------------------------------------
+    # A dense two-layer MLP, inputs -> H (ReLU) -> outputs: the encoder, and the decoder on
+    # relaxed codes. `prefix` names the parameters, `scratch` the work buffers (the decoder on
+    # integer codes keeps its own).
+
+    def _mlp_forward(self, inputs, prefix, scratch, width):
+        p, buf, xp = self.params, self.buf, self.xp
+        hidden = buf(f"{scratch}_hidden", (len(inputs), self.shape.hidden))
+        xp.matmul(inputs, p[f"{prefix}_w1"], out=hidden)
+        self.ops.bias_act(hidden, p[f"{prefix}_b1"], True)
+        out = buf(f"{scratch}_out", (len(inputs), width))
+        xp.matmul(hidden, p[f"{prefix}_w2"], out=out)
+        self.ops.bias_act(out, p[f"{prefix}_b2"], False)
+        return out
+
+    def _mlp_backward(self, inputs, dout, prefix, scratch, input_grad=False):
+        """Fills the 4 gradients of `prefix` from dL/d(outputs), using _mlp_forward's buffers;
+        returns dL/d(inputs) if asked."""
+        p, g, buf, xp = self.params, self.grads, self.buf, self.xp
+        hidden = buf(f"{scratch}_hidden", (len(inputs), self.shape.hidden))
+        xp.matmul(hidden.T, dout, out=g[f"{prefix}_w2"])
+        xp.sum(dout, axis=0, out=g[f"{prefix}_b2"])
+        dhidden = buf(f"{scratch}_dhidden", hidden.shape)
+        xp.matmul(dout, p[f"{prefix}_w2"].T, out=dhidden)
+        self.ops.relu_backward(dhidden, hidden)
+        xp.matmul(inputs.T, dhidden, out=g[f"{prefix}_w1"])
+        xp.sum(dhidden, axis=0, out=g[f"{prefix}_b1"])
+        if not input_grad:
+            return None
+        dinputs = buf(f"{scratch}_dinputs", inputs.shape)
+        xp.matmul(dhidden, p[f"{prefix}_w1"].T, out=dinputs)
+        return dinputs
+
     # Encoder: x (B, D) -> logits (B, N*K).
 
     def encode_logits(self, x):
-        p, buf, xp, ops = self.params, self.buf, self.xp, self.ops
-        hidden = buf("enc_hidden", (len(x), self.shape.hidden))
-        xp.matmul(x, p["enc_w1"], out=hidden)
-        ops.bias_act(hidden, p["enc_b1"], True)
-        logits = buf("logits", (len(x), self.shape.n_codes))
-        xp.matmul(hidden, p["enc_w2"], out=logits)
-        ops.bias_act(logits, p["enc_b2"], False)
-        return logits
+        return self._mlp_forward(x, "enc", "enc", self.shape.n_codes)
 
     def encoder_backward(self, x, dlogits):
         """Fills the 4 encoder gradients from dL/dlogits (B, N*K); uses encode_logits' buffers."""
-        p, g, buf, xp = self.params, self.grads, self.buf, self.xp
-        hidden = buf("enc_hidden", (len(x), self.shape.hidden))
-        xp.matmul(hidden.T, dlogits, out=g["enc_w2"])
-        xp.sum(dlogits, axis=0, out=g["enc_b2"])
-        dhidden = buf("enc_dhidden", hidden.shape)
-        xp.matmul(dlogits, p["enc_w2"].T, out=dhidden)
-        self.ops.relu_backward(dhidden, hidden)
-        xp.matmul(x.T, dhidden, out=g["enc_w1"])
-        xp.sum(dhidden, axis=0, out=g["enc_b1"])
+        self._mlp_backward(x, dlogits, "enc", "enc")
 
     # -----------------------------------------------------------------------------------------
     # Decoder on integer codes: the first layer is a gather-sum of N rows, never a dense GEMM.
@@ -168,29 +185,11 @@ class DVAE:
     # Decoder on dense (relaxed) codes, for Gumbel-softmax: y (R, N*K) -> pixel logits (R, D).
 
     def decode_dense(self, codes):
-        p, buf, xp = self.params, self.buf, self.xp
-        hidden = buf("dense_hidden", (len(codes), self.shape.hidden))
-        xp.matmul(codes, p["dec_w1"], out=hidden)
-        self.ops.bias_act(hidden, p["dec_b1"], True)
-        out = buf("dense_out", (len(codes), self.shape.pixels))
-        xp.matmul(hidden, p["dec_w2"], out=out)
-        self.ops.bias_act(out, p["dec_b2"], False)
-        return out
+        return self._mlp_forward(codes, "dec", "dense", self.shape.pixels)
 
     def decoder_backward_dense(self, codes, dout):
         """Fills the decoder gradients; returns dL/dcodes (R, N*K)."""
-        p, g, buf, xp = self.params, self.grads, self.buf, self.xp
-        hidden = buf("dense_hidden", (len(codes), self.shape.hidden))
-        xp.matmul(hidden.T, dout, out=g["dec_w2"])
-        xp.sum(dout, axis=0, out=g["dec_b2"])
-        dhidden = buf("dense_dhidden", hidden.shape)
-        xp.matmul(dout, p["dec_w2"].T, out=dhidden)
-        self.ops.relu_backward(dhidden, hidden)
-        xp.matmul(codes.T, dhidden, out=g["dec_w1"])
-        xp.sum(dhidden, axis=0, out=g["dec_b1"])
-        dcodes = buf("dense_dcodes", codes.shape)
-        xp.matmul(dhidden, p["dec_w1"].T, out=dcodes)
-        return dcodes
+        return self._mlp_backward(codes, dout, "dec", "dense", input_grad=True)
 
     # -----------------------------------------------------------------------------------------
     # Candidate losses of the direct estimator: (R, N*K), column n*K+k = the decoder loss with
