@@ -43,9 +43,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from dvae_cupy.backend import get_backend  # noqa: E402
 from dvae_cupy.data import load_dataset  # noqa: E402
-from dvae_cupy.estimators import EstimatorConfig, estimator_gradients  # noqa: E402
-from dvae_cupy.model import DVAE, ModelShape  # noqa: E402
-from dvae_cupy.train import TrainConfig, Trainer  # noqa: E402
+from dvae_cupy.config import TrainConfig  # noqa: E402
+from dvae_cupy.estimators import EstimatorConfig  # noqa: E402
+from dvae_cupy.model import Model, ModelShape  # noqa: E402
+from dvae_cupy.step import TrainStep  # noqa: E402
+from dvae_cupy.train import Trainer  # noqa: E402
 
 
 def machine(backend):
@@ -75,16 +77,15 @@ def train_images():
 # speed
 
 class OurStepper:
-    def __init__(self, backend, n_latent, n_categories, seed):
+    def __init__(self, backend, n_latent, n_categories, seed, batch_size=100):
         self.backend = backend
-        self.model = DVAE(ModelShape(n_latent, n_categories), backend, seed=seed)
-        self.config = EstimatorConfig("direct")
-        self.seed, self.step = seed, 0
+        self.model = Model(ModelShape(n_latent, n_categories), backend, seed=seed)
+        self.step = TrainStep(self.model, EstimatorConfig("direct"), seed, batch_size, 1e-3)
+        self.step.set_state(0, 0, 1.0)
 
     def __call__(self, x):
-        estimator_gradients(self.model, self.config, x, self.seed, self.step, 1.0, 1.0)
-        self.model.adam_update(1e-3)
-        self.step += 1
+        self.step.batch[...] = x
+        self.step()
         self.backend.synchronize()
 
     def peak_bytes(self, x):
@@ -94,9 +95,7 @@ class OurStepper:
         self(x)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        model = self.model
-        persistent = sum(a.nbytes for a in (model.flat_params, model.flat_grads, model.flat_m, model.flat_v))
-        return peak + persistent + model.buf.nbytes()  # the work buffers were made before tracing
+        return peak + self.model.nbytes() + self.step.nbytes()  # persistent arrays, made before tracing
 
 
 def _worker(connection, who, backend_name, n_latent, n_categories, seed, threads, batch_size):
@@ -106,7 +105,7 @@ def _worker(connection, who, backend_name, n_latent, n_categories, seed, threads
     batches = [images[i * batch_size:(i + 1) * batch_size] for i in range(100)]
     if who == "ours":
         backend = get_backend(backend_name)
-        stepper = OurStepper(backend, n_latent, n_categories, seed)
+        stepper = OurStepper(backend, n_latent, n_categories, seed, batch_size)
         batches = [backend.asarray(b) for b in batches]
         peak = stepper.peak_bytes
     else:

@@ -15,9 +15,8 @@ import numpy as np
 
 from .backend import get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
-from .estimators import sample_codes
-from .evaluate import marginal_nll, sampled_loss
-from .model import DVAE, ModelShape
+from .evaluate import Evaluator, eval_seed
+from .model import Model, ModelShape
 
 
 class DiscreteVAE:
@@ -26,8 +25,9 @@ class DiscreteVAE:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.backend = get_backend(backend)
-        self.model = DVAE(ModelShape(n_latent, n_categories, hidden, pixels), self.backend, seed=seed)
+        self.model = Model(ModelShape(n_latent, n_categories, hidden, pixels), self.backend, seed=seed)
         self.batch_size = int(batch_size)
+        self.evaluator = Evaluator(self.model)
 
     @property
     def shape(self):
@@ -82,8 +82,9 @@ class DiscreteVAE:
         return xp.ascontiguousarray(codes, dtype=np.int32)
 
     def _batched(self, fn, array, batch_size=None):
-        """fn(chunk, start) over chunks of the rows; `start` numbers the chunk's random stream, so
-        every image gets its own noise whatever the batch size."""
+        """fn(chunk, start) over chunks of the rows, `start` the chunk's first row: random draws
+        use the per-image streams (seed, start + i), so every image gets its own noise whatever
+        the batch size."""
         xp, size = self.backend.xp, batch_size or self.batch_size
         # Copies: fn returns views of the model's reused work buffers.
         parts = [xp.array(fn(array[i:i + size], i), copy=True) for i in range(0, len(array), size)]
@@ -95,21 +96,29 @@ class DiscreteVAE:
     def logits(self, x):
         """Encoder logits (n, N, K)."""
         x = self._images(x)
-        return self._batched(lambda b, _: self.model.encode_logits(b), x).reshape(len(x), self.shape.n_latent, -1)
+        encode = lambda b, _: self.model.encode(b, self.evaluator.workspace(len(b)).encoder)  # noqa: E731
+        return self._batched(encode, x).reshape(len(x), self.shape.n_latent, -1)
 
     def encode(self, x, sample=False, seed=0):
         """Codes (n, N) int32: the arg max of q(z|x), or with sample=True a Gumbel-max draw."""
         x = self._images(x)
         if not sample:
             return self.logits(x).argmax(axis=-1).astype(np.int32)
-        return self._batched(lambda b, start: sample_codes(self.model, self.model.encode_logits(b),
-                                                           seed, start, 1)[0], x)
+        return self._batched(lambda b, start: self._sample_codes(b, seed, start), x)
+
+    def _sample_codes(self, x, seed, start):
+        model, ws = self.model, self.evaluator.workspace(len(x))
+        logits = model.encode(x, ws.encoder)
+        ws.counter[...] = start
+        model.ops.sample_codes(logits, eval_seed(seed), ws.counter, self.shape.n_categories, 1, True,
+                               ws.gumbel, ws.codes)
+        return ws.codes
 
     def decode(self, codes):
         """Pixel probabilities (n, D) of the decoder at integer codes (n, N)."""
         codes = self._codes(codes)
-        xp = self.backend.xp
-        return self._batched(lambda c, _: 0.5 * (1.0 + xp.tanh(0.5 * self.model.decode_codes(c))), codes)
+        decode = lambda c, _: self.model.decode_probabilities(c, self.evaluator.workspace(len(c)).decoder)  # noqa: E731
+        return self._batched(decode, codes)
 
     def reconstruct(self, x):
         return self.decode(self.encode(x))
@@ -117,13 +126,15 @@ class DiscreteVAE:
     def loss(self, x, seed=0):
         """The paper's test loss per image (n,): BCE at a Gumbel-max code + KL to the uniform prior."""
         x = self._images(x)
-        return self._batched(lambda b, start: sampled_loss(self.model, b, seed, start), x)
+        loss = lambda b, start: self.evaluator.sampled_loss(b, seed, start, per_image=True)  # noqa: E731
+        return self._batched(loss, x)
 
     def nll(self, x, samples=100, seed=0):
         """Marginal -log p(x) per image: exact for N = 1, importance-sampled bound for N > 1."""
         x = self._images(x)
         rows = self.batch_size if self.shape.n_latent == 1 else max(1, self.batch_size // samples)
-        return self._batched(lambda b, start: marginal_nll(self.model, b, seed, samples, start), x, rows)
+        nll = lambda b, start: self.evaluator.marginal_nll(b, seed, samples, start, per_image=True)  # noqa: E731
+        return self._batched(nll, x, rows)
 
     def sample(self, n, seed=0):
         """n codes drawn from the uniform prior and their decoded pixel probabilities."""

@@ -1,8 +1,9 @@
 """The backend, chosen once at the edge: NumPy + Numba @njit kernels, or CuPy + Numba CUDA kernels.
 
 Everything above this module (model, estimators, trainer) is written against `backend.xp` (the
-array namespace) and `backend.ops` (the fused kernels, same names and arguments on both targets),
-so the GPU orchestration is the same code that the CPU tests run.
+array namespace) and `backend.ops` (the fused kernels: the module ops_cpu.py or ops_cuda.py, same
+names and arguments on both targets), so the GPU orchestration is the same code that the CPU
+tests run.
 
     backend = get_backend("auto")      # "cpu", "gpu", or "auto" (GPU when one is usable)
     backend.xp.matmul(a, b, out=c)
@@ -12,30 +13,18 @@ DVAE_CUPY_BACKEND=cpu in the environment forces the CPU whatever is asked for wi
 """
 import os
 from dataclasses import dataclass
-from types import SimpleNamespace
+from types import ModuleType
 
 import numpy as np
 
 BACKEND_NAMES = ("auto", "cpu", "gpu")
 
-# The fused ops every backend provides: module in dvae_cupy.kernels -> op names.
-KERNEL_OPS = {
-    "rng": ("gumbel_noise", "philox_bits", "advance_counter"),
-    "bias_act": ("bias_act", "relu_backward"),
-    "onehot_linear": ("gather_rows_sum", "scatter_rows_add"),
-    "adam": ("adam_update",),
-    "bce": ("bce_rows", "softplus_row_sums"),
-    "softmax_kl": ("softmax_kl",),
-    "argmax": ("gumbel_argmax", "direct_logit_grad"),
-    "candidates": ("neighbour_hidden", "store_candidate_losses", "store_sampled_losses"),
-}
-
 
 @dataclass(frozen=True)
 class Backend:
     name: str          # "cpu" or "gpu"
-    xp: object         # numpy or cupy
-    ops: SimpleNamespace
+    xp: object         # numpy or cupy (numpy for the CUDA kernels under the simulator)
+    ops: ModuleType    # ops_cpu or ops_cuda
 
     def asarray(self, array, dtype=np.float32):
         """Host or device array -> this backend's array (a copy only where needed)."""
@@ -46,20 +35,39 @@ class Backend:
         return array.get() if hasattr(array, "get") else np.asarray(array)
 
     def synchronize(self):
-        if self.name == "gpu":
+        """Wait for the current stream's work (timing, host reads)."""
+        if self.on_device:
             self.xp.cuda.get_current_stream().synchronize()
 
+    def synchronize_device(self):
+        """Wait for all of the device's work on every stream (before switching streams)."""
+        if self.on_device:
+            self.xp.cuda.Device().synchronize()
 
-def _load_ops(suffix):
-    """The kernels' CPU twins (suffix "") or CUDA launchers (suffix "_cuda") as one namespace."""
-    import importlib
+    def free_memory_bytes(self):
+        """Free device memory, or None where arrays live in host memory (CPU, simulator)."""
+        if not self.on_device:
+            return None
+        free, _ = self.xp.cuda.runtime.memGetInfo()
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
 
-    ops = {}
-    for module_name, names in KERNEL_OPS.items():
-        module = importlib.import_module(f"dvae_cupy.kernels.{module_name}")
-        for name in names:
-            ops[name] = getattr(module, name + suffix)
-    return SimpleNamespace(**ops)
+    @property
+    def on_device(self):
+        """True when the arrays are CuPy arrays in GPU memory (not under the simulator)."""
+        return getattr(self.xp, "__name__", "") == "cupy"
+
+
+def cpu_backend():
+    from . import ops_cpu
+
+    return Backend("cpu", np, ops_cpu)
+
+
+def cuda_backend(xp):
+    """The CUDA kernels with array namespace `xp`: cupy on a GPU, numpy under the simulator."""
+    from . import ops_cuda
+
+    return Backend("gpu", xp, ops_cuda)
 
 
 def gpu_unavailable_reason():
@@ -88,10 +96,10 @@ def get_backend(name="auto"):
     if name == "auto":
         name = "cpu" if gpu_unavailable_reason() else "gpu"
     if name == "cpu":
-        return Backend("cpu", np, _load_ops(""))
+        return cpu_backend()
     reason = gpu_unavailable_reason()
     if reason:
         raise RuntimeError(f"backend 'gpu' is not usable here: {reason}")
     import cupy
 
-    return Backend("gpu", cupy, _load_ops("_cuda"))
+    return cuda_backend(cupy)

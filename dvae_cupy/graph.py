@@ -1,15 +1,14 @@
-"""One training step captured in a CUDA graph and replayed (`dvae-train --cuda-graph`, GPU only).
+"""A TrainStep captured in a CUDA graph and replayed (`dvae-train --cuda-graph`, GPU only).
 
 At batch 100 a step is a few dozen small launches and the GPU waits on the launch overhead; a
-graph replays them all with one launch. A graph bakes in every kernel argument, so what changes
-from step to step lives in device memory instead:
-    x          the batch, copied into a fixed buffer before each replay
-    counter    the Gumbel-noise counter (= the training step), advanced by a kernel in the graph
-    adam_step  Adam's step count, advanced by a kernel in the graph before the update
-    eps        the direct estimator's eps, rewritten from the host when the schedule moves it
-The step allocates its temporaries from a private CuPy memory pool that nothing else uses, so
-the addresses the graph recorded stay reserved for it between replays.
+graph replays them all with one launch. A graph bakes in every kernel argument, which is why
+the TrainStep keeps everything that changes from step to step in device memory: the batch in its
+workspace (filled in place before each replay), the Gumbel counter and Adam's step (advanced
+inside the step), eps (rewritten by the caller when the schedule moves it). The graph is a
+capture of the very `TrainStep.run` that eager steps call; there is no second copy of the step.
 
+The step's own temporaries (the exact estimator's) come from a private CuPy memory pool that
+nothing else uses, so the addresses the graph recorded stay reserved for it between replays.
 The first `warmup` steps run eagerly (they compile the kernels and fill the pool), then one step
 is captured; every step after that is a replay. Capture can fail (an op that cannot be captured,
 an old driver); the step then says why and stays eager, so training never depends on it.
@@ -19,11 +18,7 @@ replay) is tested on the CPU with a stand-in that records the step and replays i
 """
 import contextlib
 
-import numpy as np
-
-from .estimators import estimator_gradients
-
-GRAPH_ESTIMATORS = ("direct", "exact")  # Gumbel-softmax's tau is a host scalar in array ops
+GRAPH_ESTIMATORS = ("direct", "exact")  # Gumbel-softmax's tau is a host number in array ops
 
 
 class CupyStreamCapture:
@@ -58,8 +53,6 @@ class CupyStreamCapture:
 class CallingCapture:
     """A stand-in for tests on the CPU: 'capturing' keeps the body, 'launching' calls it."""
 
-    stream = None
-
     def allocator(self):
         return contextlib.nullcontext()
 
@@ -74,65 +67,40 @@ class CallingCapture:
 
 
 class GraphedStep:
-    """Runs training steps of `model` (estimator gradients + Adam) as replays of one graph."""
+    """Runs a TrainStep as replays of one captured graph; call it as the step is called."""
 
-    def __init__(self, model, estimator_config, seed, batch_size, lr, capture=None, warmup=2,
-                 log=print):
-        if estimator_config.name not in GRAPH_ESTIMATORS:
+    def __init__(self, step, capture=None, warmup=2, log=print):
+        if step.config.name not in GRAPH_ESTIMATORS:
             raise ValueError(f"CUDA graphs support the estimators {GRAPH_ESTIMATORS}, "
-                             f"not {estimator_config.name!r}")
-        xp = model.xp
-        self.model, self.config, self.seed, self.lr = model, estimator_config, seed, lr
+                             f"not {step.config.name!r}")
+        self.step = step
         self.capture_strategy = capture or CupyStreamCapture()
         self.warmup, self.log = warmup, log
-        self.x = xp.zeros((batch_size, model.shape.pixels), dtype=np.float32)
-        self.counter = xp.zeros(1, dtype=np.uint64)
-        self.adam_step = xp.zeros(1, dtype=np.int64)
-        self.eps = xp.ones(1, dtype=np.float32)
-        self.loss_sum = xp.zeros((), dtype=np.float64)
         self.eager_steps = 0
         self.graph = None
         self.failed = None  # why capture failed, if it did
 
-    @property
     def stream(self):
-        """Run the training loop with this stream current, so batches are made in order with it."""
-        return self.capture_strategy.stream
+        """Run the training loop inside this context, so batches are made in order with the
+        replays (and set_state's copies land on the stream the replays read them on)."""
+        return self.capture_strategy.current()
 
-    def set_state(self, step, adam_steps, eps):
-        """Host -> device copies of the changing scalars (outside the graph)."""
-        self.counter[...] = step
-        self.adam_step[...] = adam_steps
-        self.set_eps(eps)
-
-    def set_eps(self, eps):
-        self.eps[...] = eps
-
-    def _body(self):
-        loss = estimator_gradients(self.model, self.config, self.x, self.seed, self.counter,
-                                   self.eps, None)
-        self.model.ops.advance_counter(self.adam_step)
-        self.model.adam_update(self.lr, step=self.adam_step)
-        self.model.ops.advance_counter(self.counter)
-        self.loss_sum += loss
-
-    def __call__(self, x_batch):
-        """One training step on x_batch (B, D) float32; its loss is added to `loss_sum`."""
+    def __call__(self):
+        """One training step on step.batch; its loss is added to step.loss_sum."""
         strategy = self.capture_strategy
-        with strategy.current(), strategy.allocator():
-            self.x[...] = x_batch
+        with strategy.allocator():
             if self.graph is None and self.failed is None and self.eager_steps >= self.warmup:
                 self._capture()
             if self.graph is not None:
-                self.capture_strategy.launch(self.graph)
+                strategy.launch(self.graph)
             else:
-                self._body()
+                self.step.run()
                 self.eager_steps += 1
-        self.model.adam_steps += 1  # the host's mirror of adam_step
+        self.step.count()
 
     def _capture(self):
         try:
-            self.graph = self.capture_strategy.capture(self._body)
+            self.graph = self.capture_strategy.capture(self.step.run)
         except Exception as error:  # stay eager, say why
             self.failed = f"{type(error).__name__}: {error}"
             self.log(f"CUDA graph capture failed, training continues without it: {self.failed}")

@@ -304,7 +304,7 @@ def direct_logit_grad(logits, gumbel, z_opt, losses, eps, two_sided=False):
     return estimate.mean(axis=1)
 
 
-def direct_estimator(params, x, n_categories, gumbel, eps, two_sided=False, kl_backprop=True):
+def direct_estimator(params, x, n_categories, gumbel, eps, two_sided=False, kl_backprop=False):
     """Loss and gradients of all 8 arrays with the direct estimator for the encoder.
 
     kl_backprop=False reproduces the published code, which reports the KL but does not

@@ -1,9 +1,13 @@
-"""The training loop: eps schedule, Adam, metrics, checkpoints, resume, pictures.
+"""The training loop: batches, eps schedule, metrics, checkpoints, resume, pictures.
 
 Every random choice is a pure function of (seed, step) or (seed, epoch): the epoch's shuffle is
 a permutation drawn from numpy's generator seeded with (seed, epoch); the Gumbel noise of step t
 and the dynamic binarisation of step t are Philox streams (see kernels/rng.py). So a checkpoint
 needs no generator state beyond the counters, and a resumed run repeats an uninterrupted one.
+
+The step itself (gradients, Adam, its memory) is a TrainStep (step.py), replayed as a CUDA graph
+with --cuda-graph (graph.py); the trainer fills the step's batch buffer in place, moves eps, and
+reads the loss sum only when it reports.
 
 Files in the output folder:
     checkpoint.h5   the latest state (atomic; written each epoch and on Ctrl-C)
@@ -15,101 +19,25 @@ import json
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
 
-from . import evaluate, images
+from . import images
 from .atomic import atomic_path
 from .backend import get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, resumable_fields
 from .data import load_dataset
-from .estimators import EstimatorConfig, estimator_gradients
-from .model import DVAE, ModelShape
+from .evaluate import Evaluator
+from .graph import GraphedStep
+from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
+from .model import Model
 from .progress import Progress
+from .step import TrainStep
 
 BINARIZE_SALT = 0xB1_7A_12E  # keeps the dynamic-binarisation stream apart from the Gumbel noise
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    # data
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None
-    binarization: str = "fixed"
-    train_subset: int | None = None    # use only the first n training images (quick runs, tests)
-    eval_subset: int | None = None     # evaluate on only the first n valid/test images
-    # model
-    n_latent: int = 1
-    n_categories: int = 10
-    hidden: int = 300
-    # estimator
-    estimator: str = "direct"
-    gumbel_samples: int = 1
-    two_sided: bool = False
-    kl_backprop: bool = False          # the published code's choice; see EstimatorConfig
-    straight_through: bool = False
-    # schedules: value = max(start * exp(-rate * step), minimum), updated every anneal_every steps
-    eps0: float = 1.0
-    eps_anneal_rate: float = 1e-5
-    eps_min: float = 0.1
-    tau0: float = 1.0
-    tau_anneal_rate: float = 1e-5
-    tau_min: float = 0.5
-    anneal_every: int = 500
-    # optimisation
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 1e-3
-    seed: int = 0
-    # evaluation and output
-    eval_batch_size: int = 1000
-    nll_samples: int = 100             # importance samples for the N > 1 bound
-    backend: str = "auto"
-    cuda_graph: bool = False           # GPU: replay each training step as one captured CUDA graph
-    out: str = "runs/dvae"
-    progress: bool = True
-
-    def __post_init__(self):
-        ModelShape(self.n_latent, self.n_categories, self.hidden)  # validates N, K, H
-        self.estimator_config()                                    # validates estimator options
-        if self.estimator == "exact" and self.n_latent != 1:
-            raise ValueError("estimator 'exact' enumerates K codes and needs n_latent = 1")
-        if self.binarization not in ("fixed", "dynamic"):
-            raise ValueError(f"binarization must be 'fixed' or 'dynamic', got {self.binarization!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "nll_samples", "anneal_every"):
-            value = getattr(self, name)
-            if int(value) != value or value < (0 if name == "epochs" else 1):
-                raise ValueError(f"{name} must be an integer >= {0 if name == 'epochs' else 1}, got {value!r}")
-        for name in ("lr", "eps0", "eps_min", "tau0", "tau_min"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
-        for name in ("eps_anneal_rate", "tau_anneal_rate"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
-        for name in ("train_subset", "eval_subset"):
-            value = getattr(self, name)
-            if value is not None and (int(value) != value or value < 1):
-                raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
-        if int(self.seed) != self.seed or not 0 <= self.seed < 2 ** 63:
-            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
-
-    def model_shape(self):
-        return ModelShape(self.n_latent, self.n_categories, self.hidden)
-
-    def estimator_config(self):
-        return EstimatorConfig(self.estimator, self.gumbel_samples, self.two_sided,
-                               self.kl_backprop, self.straight_through)
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-
-# Options that may differ between a run and its resumption; all others must match.
-RESUMABLE_CHANGES = {"epochs", "out", "progress", "backend", "eval_batch_size", "cuda_graph"}
 
 
 def annealed(start, rate, minimum, step, every):
@@ -122,8 +50,9 @@ class Trainer:
         self.config = config
         self.log = log
         self.backend = get_backend(config.backend)
-        self.model = DVAE(config.model_shape(), self.backend, seed=config.seed)
         self.data = load_dataset(config.dataset, config.binarization, config.data_root)
+        pixels = self.data.train.shape[1]
+        self.model = Model(config.model_shape(pixels), self.backend, seed=config.seed)
         xp = self.backend.xp
         # The data set lives on the device for the whole run, as uint8 (0/1, or grey levels).
         self.train_images = xp.asarray(self.data.train[:config.train_subset])
@@ -131,28 +60,36 @@ class Trainer:
         self.test_images = xp.asarray(self.data.test[:config.eval_subset])
         if len(self.train_images) < config.batch_size:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_images)} training images")
+        # How pixels become targets: 0/1 data as they are; grey data by a Bernoulli draw per
+        # training batch (dynamic binarisation) and by the fixed threshold for evaluation.
+        self.train_mode = AS_IS if self.data.binarized else BERNOULLI
+        self.eval_mode = AS_IS if self.data.binarized else THRESHOLD
         self.out = Path(config.out)
-        self.step = 0
         self.epoch = 0            # completed epochs
         self.step_in_epoch = 0    # steps done in the current epoch (non-zero after Ctrl-C)
         self.best_valid = math.inf
         self.metrics = []
-        self.graphed = self._graphed_step(graph_capture)
-        self.loss_sum = self.graphed.loss_sum if self.graphed else xp.zeros((), dtype=np.float64)
+        self.train_step = TrainStep(self.model, config.estimator_config(), config.seed,
+                                    config.batch_size, config.lr)
+        self.runner = self._runner(graph_capture)
+        self.evaluator = Evaluator(self.model)
 
-    def _graphed_step(self, capture):
+    def _runner(self, capture):
+        """The callable that runs one step: the TrainStep itself, or its graph replays."""
         c = self.config
         if not c.cuda_graph:
-            return None
+            return self.train_step
         if self.backend.name != "gpu" and capture is None:
             raise ValueError("--cuda-graph needs the gpu backend")
-        from .graph import GraphedStep
+        return GraphedStep(self.train_step, capture=capture, log=self.log)
 
-        return GraphedStep(self.model, c.estimator_config(), c.seed, c.batch_size, c.lr,
-                           capture=capture, log=self.log)
+    @property
+    def step(self):
+        """Training steps done."""
+        return self.train_step.step
 
     # -----------------------------------------------------------------------------------------
-    # Batches: gathered, shuffled and binarised on the device.
+    # Batches: gathered, shuffled and binarised on the device, into buffers made once.
 
     @property
     def steps_per_epoch(self):
@@ -162,18 +99,25 @@ class Trainer:
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.train_images))
         return self.backend.xp.asarray(order)
 
-    def to_float32(self, pixels, counter=None):
-        """uint8 pixels -> float32 targets: as they are when binarised, else Bernoulli(p / 255)
-        with the Philox stream of `counter` (dynamic binarisation)."""
-        xp = self.backend.xp
-        if self.data.binarized:
-            return pixels.astype(np.float32)
-        if counter is None:  # evaluation of grey data: the fixed threshold
-            return (pixels >= 128).astype(np.float32)
-        bits = xp.empty(pixels.shape, dtype=np.uint32)
-        self.backend.ops.philox_bits(self.config.seed ^ BINARIZE_SALT, counter, bits)
-        uniform = ((bits >> 8).astype(np.float32) + 0.5) * np.float32(2.0 ** -24)
-        return (uniform < pixels.astype(np.float32) / 255).astype(np.float32)
+    def gather_batch(self, order, index):
+        """Batch `index` of the epoch's `order` into the step's batch buffer, binarised for the
+        step about to run (its counter is the Philox counter of the dynamic binarisation)."""
+        c = self.config
+        self.backend.ops.gather_targets(self.train_images, order, index * c.batch_size,
+                                        self.train_mode, c.seed ^ BINARIZE_SALT,
+                                        self.train_step.counter, self.train_step.batch)
+
+    def eval_batches(self, images, batch_size=None):
+        """The targets of `images`, in order, as (n, D) float32 batches in evaluation buffers."""
+        xp, ops = self.backend.xp, self.backend.ops
+        batch_size = batch_size or self.config.eval_batch_size
+        identity = xp.arange(len(images), dtype=np.int64)
+        for start in range(0, len(images), batch_size):
+            rows = min(batch_size, len(images) - start)
+            x = self.evaluator.workspace(rows).x
+            ops.gather_targets(images, identity, start, self.eval_mode, 0,
+                               self.train_step.counter, x)
+            yield x
 
     # -----------------------------------------------------------------------------------------
     # The loop.
@@ -186,18 +130,14 @@ class Trainer:
         c = self.config
         return annealed(c.tau0, c.tau_anneal_rate, c.tau_min, self.step, c.anneal_every)
 
-    def train_step(self, x):
-        """One step on batch x; its loss is added to self.loss_sum on the device (no sync)."""
-        if self.graphed is not None:
-            if self.step % self.config.anneal_every == 0:  # the only steps where eps can move
-                self.graphed.set_eps(self.current_eps())
-            self.graphed(x)
-        else:
-            self.loss_sum += estimator_gradients(self.model, self.config.estimator_config(), x,
-                                                 self.config.seed, self.step, self.current_eps(),
-                                                 self.current_tau())
-            self.model.adam_update(self.config.lr)
-        self.step += 1
+    def train_on(self, order, index):
+        """One step on batch `index` of `order`; its loss is added to the step's loss sum on
+        the device (no sync)."""
+        if self.step % self.config.anneal_every == 0:  # the only steps where eps and tau move
+            self.train_step.set_eps(self.current_eps())
+            self.train_step.tau = self.current_tau()
+        self.gather_batch(order, index)
+        self.runner()
 
     def run(self):
         """Train to config.epochs; returns the list of per-epoch metrics.
@@ -205,9 +145,13 @@ class Trainer:
         Ctrl-C (SIGINT) is taken between two steps, never inside one: the step finishes, a
         checkpoint is saved, and KeyboardInterrupt is raised for the caller to exit on."""
         self.out.mkdir(parents=True, exist_ok=True)
-        if self.graphed is not None:
-            self.graphed.set_state(self.step, self.model.adam_steps, self.current_eps())
-        with _interrupt_flag() as interrupted, _current_stream(self.graphed):
+        # The data set and parameters were uploaded on the default stream; a graph's loop runs
+        # on its own stream, which would not wait for them.
+        self.backend.synchronize_device()
+        with _interrupt_flag() as interrupted, self.runner.stream():
+            step = self.train_step
+            step.set_state(step.step, step.adam_steps, self.current_eps())
+            step.tau = self.current_tau()
             while self.epoch < self.config.epochs:
                 if not self.run_epoch(interrupted):
                     self.save_checkpoint()
@@ -221,22 +165,22 @@ class Trainer:
         c = self.config
         order = self.epoch_order(self.epoch)
         started = time.perf_counter()
-        self.loss_sum[...] = 0
+        loss_sum = self.train_step.loss_sum
+        loss_sum[...] = 0
         first_step = self.step_in_epoch
         report_every = max(1, min(200, self.steps_per_epoch // 20))
         with Progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{c.epochs}",
                       enabled=c.progress) as bar:
             bar.update(first_step)
             while self.step_in_epoch < self.steps_per_epoch:
-                rows = order[self.step_in_epoch * c.batch_size:(self.step_in_epoch + 1) * c.batch_size]
-                self.train_step(self.to_float32(self.train_images[rows], self.step))
+                self.train_on(order, self.step_in_epoch)
                 self.step_in_epoch += 1
                 if self.step_in_epoch % report_every == 0:  # the only host sync inside an epoch
                     done = self.step_in_epoch - first_step
-                    bar.update(report_every, loss=float(self.loss_sum) / done)
+                    bar.update(report_every, loss=float(loss_sum[0]) / done)
                 if interrupted():
                     return False
-        self.finish_epoch(float(self.loss_sum) / max(1, self.steps_per_epoch - first_step),
+        self.finish_epoch(float(loss_sum[0]) / max(1, self.steps_per_epoch - first_step),
                           time.perf_counter() - started)
         return True
 
@@ -263,17 +207,13 @@ class Trainer:
                  f"test {record['test_loss']:.2f}{nll}  ({seconds:.1f} s)")
 
     def evaluate(self):
-        c, model = self.config, self.model
-        batch = c.eval_batch_size
-        results = {
-            "valid_loss": evaluate.dataset_mean(lambda m, x: evaluate.sampled_loss(m, x, c.seed), model,
-                                                self.valid_images, batch, self.to_float32),
-            "test_loss": evaluate.dataset_mean(lambda m, x: evaluate.sampled_loss(m, x, c.seed), model,
-                                               self.test_images, batch, self.to_float32),
-        }
-        if c.n_latent == 1:  # exact and cheap; the N > 1 bound is computed by evaluate_nll()
-            results["test_nll"] = evaluate.dataset_mean(lambda m, x: evaluate.marginal_nll(m, x, c.seed),
-                                                        model, self.test_images, batch, self.to_float32)
+        evaluator, seed = self.evaluator, self.config.seed
+        loss = lambda x: evaluator.sampled_loss(x, seed)  # noqa: E731
+        results = {"valid_loss": evaluator.dataset_mean(loss, self.eval_batches(self.valid_images)),
+                   "test_loss": evaluator.dataset_mean(loss, self.eval_batches(self.test_images))}
+        if self.config.n_latent == 1:  # exact and cheap; the N > 1 bound is computed by evaluate_nll()
+            nll = lambda x: evaluator.marginal_nll(x, seed)  # noqa: E731
+            results["test_nll"] = evaluator.dataset_mean(nll, self.eval_batches(self.test_images))
         return results
 
     def evaluate_nll(self, samples=None):
@@ -281,24 +221,22 @@ class Trainer:
         c = self.config
         samples = samples or c.nll_samples
         batch = max(1, c.eval_batch_size // samples) if c.n_latent > 1 else c.eval_batch_size
-        return evaluate.dataset_mean(lambda m, x: evaluate.marginal_nll(m, x, c.seed, samples),
-                                     self.model, self.test_images, batch, self.to_float32)
+        nll = lambda x: self.evaluator.marginal_nll(x, c.seed, samples)  # noqa: E731
+        return self.evaluator.dataset_mean(nll, self.eval_batches(self.test_images, batch))
 
     # -----------------------------------------------------------------------------------------
     # Checkpoints.
 
     def save_checkpoint(self, path=None):
-        model = self.model
+        m, v = self.model.host_adam_moments()
         save_checkpoint(
             path or self.out / "checkpoint.h5",
-            params=model.host_params(),
-            optimizer={"m": {k: self.backend.to_host(v) for k, v in model.adam_m.items()},
-                       "v": {k: self.backend.to_host(v) for k, v in model.adam_v.items()}},
+            params=self.model.host_params(), optimizer={"m": m, "v": v},
             step=self.step, epoch=self.epoch, eps=self.current_eps(),
             rng_state={"scheme": "philox4x32-10(seed, step); shuffle default_rng([seed, epoch])",
                        "seed": self.config.seed, "step": self.step},
             config=asdict(self.config),
-            extra={"step_in_epoch": self.step_in_epoch, "adam_steps": model.adam_steps,
+            extra={"step_in_epoch": self.step_in_epoch, "adam_steps": self.train_step.adam_steps,
                    "best_valid": self.best_valid, "metrics_json": json.dumps(self.metrics)},
         )
 
@@ -307,16 +245,18 @@ class Trainer:
         checkpoint = load_checkpoint(path)
         checkpoint.check_finite()
         saved = TrainConfig.from_dict(checkpoint.config)
-        changed = [f.name for f in fields(TrainConfig) if f.name not in RESUMABLE_CHANGES
+        may_change = resumable_fields()
+        changed = [f.name for f in fields(TrainConfig) if f.name not in may_change
                    and getattr(saved, f.name) != getattr(self.config, f.name)]
         if changed:
             raise ValueError(f"cannot resume from {path}: the run was started with different "
                              + ", ".join(f"{n}={getattr(saved, n)!r} (now {getattr(self.config, n)!r})"
                                          for n in changed))
         extra = checkpoint.extra or {}
-        self.model.load_params(checkpoint.params, checkpoint.optimizer["m"], checkpoint.optimizer["v"],
-                               int(extra.get("adam_steps", checkpoint.step)))
-        self.step, self.epoch = checkpoint.step, checkpoint.epoch
+        self.model.load_params(checkpoint.params, checkpoint.optimizer["m"], checkpoint.optimizer["v"])
+        self.train_step.step = checkpoint.step
+        self.train_step.adam_steps = int(extra.get("adam_steps", checkpoint.step))
+        self.epoch = checkpoint.epoch
         self.step_in_epoch = int(extra.get("step_in_epoch", 0))
         self.best_valid = float(extra.get("best_valid", math.inf))
         self.metrics = json.loads(extra.get("metrics_json", "[]"))
@@ -329,18 +269,18 @@ class Trainer:
     # Pictures a person would rather look at than read.
 
     def write_pictures(self):
-        model, xp = self.model, self.backend.xp
-        originals = self.to_float32(self.test_images[:20])
-        logits = model.encode_logits(originals)
-        codes = logits.reshape(len(originals), model.shape.n_latent, -1).argmax(axis=-1).astype(np.int32)
-        probabilities = 1.0 / (1.0 + xp.exp(-model.decode_codes(xp.ascontiguousarray(codes))))
-        grid = images.reconstruction_grid(self.backend.to_host(originals),
-                                          self.backend.to_host(probabilities), columns=10)
+        model, xp, host = self.model, self.backend.xp, self.backend.to_host
+        originals = next(self.eval_batches(self.test_images[:20]))
+        ws = self.evaluator.workspace(len(originals))
+        logits = model.encode(originals, ws.encoder)
+        ws.codes[...] = logits.reshape(len(originals), model.shape.n_latent, -1).argmax(axis=-1)
+        probabilities = model.decode_probabilities(ws.codes, ws.decoder)
+        grid = images.reconstruction_grid(host(originals), host(probabilities), columns=10)
         images.write_png(self.out / "reconstructions.png", grid)
         if model.shape.n_latent == 1:
-            codes = xp.arange(model.shape.n_categories, dtype=np.int32)[:, None]
-            category = 1.0 / (1.0 + xp.exp(-model.decode_codes(codes)))
-            picture = self.backend.to_host(category).reshape(-1, 28, 28)
+            all_codes = ws.all_codes
+            category = model.decode_probabilities(all_codes.codes, all_codes.decoder)
+            picture = host(category).reshape(-1, 28, 28)
             images.write_png(self.out / "codes.png", images.image_grid(picture, columns=10))
 
 
@@ -363,24 +303,6 @@ class _interrupt_flag:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _current_stream(graphed):
-    """The graph's stream as CuPy's current stream for the loop (batches ordered with replays)."""
-    import contextlib
-
-    if graphed is None or graphed.stream is None:
-        return contextlib.nullcontext()
-    return graphed.stream
-
-
 def _write_atomic(path, text):
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
-
-
-def train(config, resume=False, log=print):
-    """Build a Trainer, optionally resume it from its output folder, and run it."""
-    trainer = Trainer(config, log=log)
-    if resume:
-        trainer.resume()
-    trainer.run()
-    return trainer

@@ -297,7 +297,7 @@ def test_vectorised_direct_estimator_equals_plain_loop(shape):
     for name, value in ref.encoder_backward(params, cache, dlogits / len(x)).items():
         np.testing.assert_allclose(grads[name], value, rtol=1e-10, atol=1e-14)
     # With the KL back-propagated, its analytic gradient is added on top.
-    _, grads_kl, _ = ref.direct_estimator(params, x, n_categories, gumbel, eps)
+    _, grads_kl, _ = ref.direct_estimator(params, x, n_categories, gumbel, eps, kl_backprop=True)
     kl_part = ref.encoder_backward(params, cache, ref.kl_uniform_grad(info["logits"]) / len(x))
     for name in ref.ENCODER_PARAMS:
         np.testing.assert_allclose(grads_kl[name], grads[name] + kl_part[name], rtol=1e-10, atol=1e-14)

@@ -11,7 +11,8 @@ import pytest
 
 from dvae_cupy.checkpoint import load_checkpoint
 from dvae_cupy.cli import train_main
-from dvae_cupy.train import TrainConfig, Trainer, annealed
+from dvae_cupy.config import TrainConfig
+from dvae_cupy.train import Trainer, annealed
 
 
 def quiet(*args):

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from dvae_cupy import check
-from dvae_cupy.backend import Backend, _load_ops
+from dvae_cupy.backend import cuda_backend
 
-SIMULATED_GPU = Backend("gpu", np, _load_ops("_cuda"))
+SIMULATED_GPU = cuda_backend(np)
 
 
-@pytest.mark.parametrize("op", [name for name, *_ in check.CHECKS])
+@pytest.mark.parametrize("op", check.CHECK_NAMES)
 def test_cuda_kernels_under_simulator_match_reference(op):
     results = check.run_checks(SIMULATED_GPU, only=[op])
     assert results, f"no check ran for {op}"

@@ -1,0 +1,18 @@
+"""The CPU ops: the kernels' NumPy/@njit twins, imported by name so that a reader (and a tool)
+can follow every `backend.ops.<name>` call to its code. ops_cuda.py lists the same names for the
+CUDA launchers, with the same arguments (tests/test_backend.py checks that the two agree)."""
+from .kernels.adam import adam_update
+from .kernels.argmax import direct_logit_grad, sample_codes
+from .kernels.batch import gather_targets
+from .kernels.bce import bce_rows, softplus_row_sums
+from .kernels.bias_act import bias_act, relu_backward
+from .kernels.candidates import code_losses, neighbour_hidden, store_candidate_losses, store_sampled_losses
+from .kernels.onehot_linear import gather_rows_sum, scatter_rows_add
+from .kernels.rng import gumbel_noise, philox_bits
+from .kernels.softmax_kl import softmax_kl
+from .kernels.step_end import finish_step
+
+__all__ = ["adam_update", "bce_rows", "bias_act", "code_losses", "direct_logit_grad",
+           "finish_step", "gather_rows_sum", "gather_targets", "gumbel_noise", "neighbour_hidden",
+           "philox_bits", "relu_backward", "sample_codes", "scatter_rows_add", "softmax_kl",
+           "softplus_row_sums", "store_candidate_losses", "store_sampled_losses"]
