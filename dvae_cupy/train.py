@@ -14,6 +14,7 @@ Files in the output folder:
     best.h5         the parameters with the best validation loss so far
     metrics.jsonl   one JSON object per epoch
     reconstructions.png, codes.png (N = 1: the decoder's image for each category)
+    curves.png      train/valid/test loss per epoch
 """
 import json
 import math
@@ -34,7 +35,7 @@ from .evaluate import Evaluator
 from .graph import GraphedStep
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
 from .model import Model
-from .progress import Progress
+from .progress_bar import progress_bar
 from .step import TrainStep
 
 BINARIZE_SALT = 0xB1_7A_12E  # keeps the dynamic-binarisation stream apart from the Gumbel noise
@@ -87,6 +88,11 @@ class Trainer:
     def step(self):
         """Training steps done."""
         return self.train_step.step
+
+    @property
+    def image_shape(self):
+        """(H, W) of the data set's images, or None when it has only a pixel count."""
+        return getattr(self.data, "image_shape", (28, 28))
 
     # -----------------------------------------------------------------------------------------
     # Batches: gathered, shuffled and binarised on the device, into buffers made once.
@@ -169,15 +175,15 @@ class Trainer:
         loss_sum[...] = 0
         first_step = self.step_in_epoch
         report_every = max(1, min(200, self.steps_per_epoch // 20))
-        with Progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{c.epochs}",
-                      enabled=c.progress) as bar:
-            bar.update(first_step)
+        with progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{c.epochs}",
+                          enabled=c.progress, initial=first_step) as bar:
             while self.step_in_epoch < self.steps_per_epoch:
                 self.train_on(order, self.step_in_epoch)
                 self.step_in_epoch += 1
                 if self.step_in_epoch % report_every == 0:  # the only host sync inside an epoch
                     done = self.step_in_epoch - first_step
-                    bar.update(report_every, loss=float(loss_sum[0]) / done)
+                    bar.set_postfix(loss=f"{float(loss_sum[0]) / done:.2f}", refresh=False)
+                    bar.update(self.step_in_epoch - bar.n)
                 if interrupted():
                     return False
         self.finish_epoch(float(loss_sum[0]) / max(1, self.steps_per_epoch - first_step),
@@ -275,13 +281,14 @@ class Trainer:
         logits = model.encode(originals, ws.encoder)
         ws.codes[...] = logits.reshape(len(originals), model.shape.n_latent, -1).argmax(axis=-1)
         probabilities = model.decode_probabilities(ws.codes, ws.decoder)
-        grid = images.reconstruction_grid(host(originals), host(probabilities), columns=10)
+        shape = self.image_shape
+        grid = images.reconstruction_grid(host(originals), host(probabilities), image_shape=shape)
         images.write_png(self.out / "reconstructions.png", grid)
         if model.shape.n_latent == 1:
             all_codes = ws.all_codes
             category = model.decode_probabilities(all_codes.codes, all_codes.decoder)
-            picture = host(category).reshape(-1, 28, 28)
-            images.write_png(self.out / "codes.png", images.image_grid(picture, columns=10))
+            images.write_png(self.out / "codes.png", images.image_grid(host(category), image_shape=shape))
+        images.write_loss_curves(self.out / "curves.png", self.metrics)
 
 
 class _interrupt_flag:
