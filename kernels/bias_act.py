@@ -143,7 +143,8 @@ def relu_backward_kernel(grad, act, grad_bias):
     if j < grad.shape[1]:
         total = _ZERO
         for r in range(grad.shape[0]):
-            g = relu_grad_element(grad[r, j], act[r, j])
+            # float32 on every target (under the simulator the body returns a Python float)
+            g = np.float32(relu_grad_element(grad[r, j], act[r, j]))
             grad[r, j] = g
             total = g if r == 0 else total + g
         grad_bias[j] = total

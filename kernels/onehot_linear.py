@@ -200,13 +200,14 @@ def scatter_rows_add_kernel(grad_out, hidden, codes, K, grad_weight, grad_bias):
         acc = _ZERO
         for r in range(codes.shape[0]):
             if codes[r, n] == k:
-                acc += masked_grad(grad_out[r, j], hidden[r, j])
+                acc += np.float32(masked_grad(grad_out[r, j], hidden[r, j]))
         grad_weight[w, j] = acc
     elif t < weights + width:
         j = t - weights
         total = _ZERO
         for r in range(codes.shape[0]):
-            g = masked_grad(grad_out[r, j], hidden[r, j])
+            # float32 on every target (under the simulator the body returns a Python float)
+            g = np.float32(masked_grad(grad_out[r, j], hidden[r, j]))
             total = g if r == 0 else total + g
         grad_bias[j] = total
 
