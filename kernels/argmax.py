@@ -1,34 +1,41 @@
 """Gumbel-max sampling and the direct estimator's perturbed arg max (reference: gumbel_max,
 perturbed_argmax and direct_logit_grad in dvae_cupy/reference.py).
 
-Layouts (.notes/kernel_api.md): logits (B, NK), gumbel and losses (R, NK) with R = B*M and row
-r = b*M + m, codes (R, N) int32; variable n's K values are columns n*K .. n*K+K-1.
+Layouts: logits (B, NK), gumbel and losses (R, NK) with R = B*M and row r = b*M + m, codes
+(R, N) int32; variable n's K values are columns n*K .. n*K+K-1.
 
-  gumbel_argmax(logits, gumbel, K, M, codes)
-      codes[r, n] = argmax_k logits[r // M, n*K+k] + gumbel[r, n*K+k]
+  sample_codes(logits, seed, counter, K, M, per_image, gumbel, codes)
+      writes the Gumbel noise and the Gumbel-max codes in one pass:
+      per_image=False (training):   gumbel[r, c] = gumbel_at(seed, counter[0], r*NK + c),
+                                    exactly rng.gumbel_noise's layout
+      per_image=True (evaluation, the library API: an image's noise does not depend on the batch
+                                    it is in): gumbel[r, c] = gumbel_at(seed, counter[0] + r // M,
+                                    (r % M)*NK + c), i.e. image b of the batch uses stream
+                                    counter[0] + b
+      codes[r, n] = first k maximising logits[r // M, n*K+k] + gumbel[r, n*K+k]
   direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_sided, grad)
       ADDS the direct estimate, grad_scale * mean over the M draws of
       one-sided (onehot(z_opt) - onehot(z_dir(+eps))) / eps, or
       two-sided (onehot(z_dir(-eps)) - onehot(z_dir(+eps))) / (2 eps),
       with z_opt = codes[r, n] and z_dir(eps) = argmax_k (h + g - eps L).
 
-`eps` is a number, or a 1-element 1-D float32 array holding it (NumPy for the CPU twin and the
-simulator, a CuPy/Numba device array on the GPU) that the kernel reads at run time, so that a
-CUDA graph can replay the op while the eps schedule moves. Both forms give identical outputs for
-the same float32 eps: the weight of one draw, grad_scale / (eps M) (or / (2 eps M)), is computed
-by one scalar body (direct_step) in float64 from the float32 eps, then rounded to float32, on
-the host for a number and in the kernel for an array. The launcher checks only the array's dtype
-and shape; eps > 0 is checked for a number, and by the CPU twin for an array (host memory).
+`counter` (uint64) and `eps` (float32) are 1-element 1-D arrays (NumPy for the CPU twins and the
+simulator, CuPy/Numba device arrays on the GPU) read by the kernel at run time, so a CUDA graph
+replays the ops while the counter and the eps schedule move. The weight of one draw,
+grad_scale / (eps M) (or / (2 eps M)), is made from eps[0] by one scalar body (direct_step: float64
+from float64 grad_scale and float32 eps, then rounded to float32) inside the CPU loop and by each
+CUDA thread. The CPU twin checks eps[0] > 0 inside its @njit loop; the launcher cannot (no sync).
 
-Ties go to the first maximal index (np.argmax) on every target. Each op is
+Ties go to the first maximal index (np.argmax) on every target. The pieces:
   <op>_at / <op>_at_cuda  one body, compiled twice: @njit(inline) for the CPU loop and a CUDA
                           device function for the kernel (the simulator cannot pass arrays into
                           @njit code, so an array-taking body cannot be a plain @njit helper)
+  direct_step             scalar body: the float32 weight of one draw
   <op>_loop               CPU @njit loop over all (r, n) / (b, n), no allocation
   <op>                    CPU twin: the launcher's arguments, checked, scalars cast
-  <op>_kernel             CUDA, one thread per (r, n) / (b, n): no atomics
-  direct_logit_grad_eps_array_loop / _kernel   the same, eps read from eps[0]
-  <op>_cuda               launcher (see kernels/_cuda.py), never synchronises
+  <op>_kernel             CUDA, one thread per (r, n) / (b, n): no atomics; sample_codes' thread
+                          computes its K noise values inline (rng.gumbel_at)
+  <op>_cuda               launcher, (..., stream=None): see kernels/_cuda.py; never synchronises
 """
 import math
 
@@ -36,12 +43,12 @@ import numba
 import numpy as np
 from numba import types
 
+from ._checks import check_array, check_scalar_array
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
-from ._checks import check_array
-from .rng import scalar_array
+from .rng import gumbel_at
 
-__all__ = ["gumbel_argmax", "gumbel_argmax_cuda", "direct_logit_grad", "direct_logit_grad_cuda",
-           "CUDA_KERNELS"]
+__all__ = ["sample_codes", "sample_codes_cuda", "direct_logit_grad", "direct_logit_grad_cuda",
+           "direct_step", "CUDA_KERNELS"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,8 +65,8 @@ def _check_count(name, value, minimum):
     return int(value)
 
 
-def _check_sampling(logits, gumbel, K, M, codes):
-    """Checks the arrays common to both ops agree with K and M; returns (B, R, N)."""
+def _check_layout(logits, gumbel, K, M, codes):
+    """Checks the arrays common to both ops agree with K and M; returns (K, M) as int32."""
     K = _check_count("K", K, 1)
     M = _check_count("M", M, 1)
     if len(logits.shape) != 2 or logits.shape[0] < 1 or logits.shape[1] < 1 \
@@ -71,21 +78,53 @@ def _check_sampling(logits, gumbel, K, M, codes):
     _check_array("logits", logits, np.float32, (B, NK))
     _check_array("gumbel", gumbel, np.float32, (R, NK))
     _check_array("codes", codes, np.int32, (R, N))
-    return B, R, N
+    return np.int32(K), np.int32(M)
+
+
+def _check_sampling(logits, seed, counter, K, M, gumbel, codes, device=False):
+    """(seed as uint64, K, M as int32) after checking sample_codes' arguments."""
+    check_scalar_array("counter", counter, np.uint64, device)
+    K, M = _check_layout(logits, gumbel, K, M, codes)
+    if int(seed) != seed or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return np.uint64(seed), K, M
+
+
+def _check_direct(logits, gumbel, losses, codes, K, M, eps, grad_scale, grad, device=False):
+    """(K, M as int32, grad_scale as float64) after checking direct_logit_grad's arguments."""
+    K, M = _check_layout(logits, gumbel, K, M, codes)
+    _check_array("losses", losses, np.float32, gumbel.shape)
+    _check_array("grad", grad, np.float32, logits.shape)
+    check_scalar_array("eps", eps, np.float32, device)
+    if not math.isfinite(grad_scale):
+        raise ValueError(f"grad_scale must be finite, got {grad_scale!r}")
+    return K, M, np.float64(grad_scale)
 
 
 # ---------------------------------------------------------------------------------------------
 # Shared bodies. Written once as plain functions, compiled for the CPU loop (@njit, inlined) and
 # as CUDA device functions (which take arrays on every target, the simulator included).
 
-def _gumbel_argmax_at(logits, gumbel, K, M, r, n, codes):
-    """codes[r, n] = first k maximising logits[r // M, n*K+k] + gumbel[r, n*K+k]."""
+def _sample_codes_at(logits, seed, counter, K, M, per_image, r, n, gumbel, codes):
+    """gumbel[r, n*K:(n+1)*K] = the noise of (r, n), codes[r, n] = first k maximising
+    logits[r // M, n*K+k] + gumbel[r, n*K+k]. `counter` is the value counter[0]."""
     b = r // M
     c0 = n * K
-    best = logits[b, c0] + gumbel[r, c0]
+    NK = logits.shape[1]
+    if per_image:  # stream counter + b, indices from the draw m = r % M: batch-independent
+        stream = counter + np.uint64(b)  # uint64 + uint64: wraps, never a float detour
+        first = (r - b * M) * NK + c0
+    else:  # stream counter, indices r*NK + c: rng.gumbel_noise's layout
+        stream = counter
+        first = r * NK + c0
+    g = gumbel_at(seed, stream, first)
+    gumbel[r, c0] = g
+    best = logits[b, c0] + g
     arg = 0
     for k in range(1, K):
-        value = logits[b, c0 + k] + gumbel[r, c0 + k]
+        g = gumbel_at(seed, stream, first + k)
+        gumbel[r, c0 + k] = g
+        value = logits[b, c0 + k] + g
         if value > best:  # strict: ties keep the first index
             best = value
             arg = k
@@ -124,89 +163,53 @@ def _direct_logit_grad_at(logits, gumbel, losses, codes, K, M, eps, step, two_si
 def direct_step(grad_scale, eps, M, two_sided):
     """float32 weight of one draw's +1/-1: grad_scale / (eps M), or / (2 eps M) two-sided,
     computed in float64 from float64 grad_scale, float32 eps and int32 M, then rounded once.
-    Every operation is an IEEE-rounded float64 * or / (no fusable multiply-add), so the host,
+    Every operation is an IEEE-rounded float64 * or / (no fusable multiply-add), so the CPU,
     the simulator and the GPU get the same float32."""
     denominator = (2.0 if two_sided else 1.0) * np.float64(eps) * np.float64(M)
     return np.float32(grad_scale / denominator)
 
 
-gumbel_argmax_at = numba.njit(inline="always")(_gumbel_argmax_at)
-gumbel_argmax_at_cuda = cuda.jit(device=True, inline="always")(_gumbel_argmax_at)
+sample_codes_at = numba.njit(inline="always")(_sample_codes_at)
+sample_codes_at_cuda = cuda.jit(device=True, inline="always")(_sample_codes_at)
 direct_logit_grad_at = numba.njit(inline="always")(_direct_logit_grad_at)
 direct_logit_grad_at_cuda = cuda.jit(device=True, inline="always")(_direct_logit_grad_at)
 
 
 # ---------------------------------------------------------------------------------------------
 # CPU twins: @njit loops (callable from other @njit code with the cast scalars) and Python
-# fronts with the launchers' arguments.
+# fronts with the launchers' arguments. The per-step scalars are read here, in @njit code.
 
 @numba.njit
-def gumbel_argmax_loop(logits, gumbel, K, M, codes):
+def sample_codes_loop(logits, seed, counter, K, M, per_image, gumbel, codes):
+    c = counter[0]
     for r in range(codes.shape[0]):
         for n in range(codes.shape[1]):
-            gumbel_argmax_at(logits, gumbel, K, M, r, n, codes)
+            sample_codes_at(logits, seed, c, K, M, per_image, r, n, gumbel, codes)
 
 
 @numba.njit
-def direct_logit_grad_loop(logits, gumbel, losses, codes, K, M, eps, step, two_sided, grad):
+def direct_logit_grad_loop(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_sided, grad):
+    e = eps[0]
+    if not (e > 0 and e < np.inf):  # nan fails both
+        raise ValueError("eps[0] must be a finite number > 0")
+    step = direct_step(grad_scale, e, M, two_sided)
     for b in range(grad.shape[0]):
         for n in range(codes.shape[1]):
-            direct_logit_grad_at(logits, gumbel, losses, codes, K, M, eps, step, two_sided, b, n,
+            direct_logit_grad_at(logits, gumbel, losses, codes, K, M, e, step, two_sided, b, n,
                                  grad)
 
 
-@numba.njit
-def direct_logit_grad_eps_array_loop(logits, gumbel, losses, codes, K, M, eps, grad_scale,
-                                     two_sided, grad):
-    """direct_logit_grad_loop with eps read from eps[0] (1-element float32) and the step made
-    from it by direct_step, as the kernel does."""
-    e = eps[0]
-    direct_logit_grad_loop(logits, gumbel, losses, codes, K, M, e,
-                           direct_step(grad_scale, e, M, two_sided), two_sided, grad)
-
-
-def _direct_scalars(K, M, eps, grad_scale, two_sided, device=False):
-    """(eps array or None, scalars as the kernel takes them). For a number eps:
-    (K, M, eps, step, two_sided) with eps rounded to float32 and step = direct_step(...); for an
-    array eps: (K, M, eps array, grad_scale as float64, two_sided), the kernel making the step."""
-    if not math.isfinite(grad_scale):
-        raise ValueError(f"grad_scale must be finite, got {grad_scale!r}")
-    eps_array = scalar_array("eps", eps, np.float32, device)
-    K, M, two_sided, grad_scale = np.int32(K), np.int32(M), bool(two_sided), float(grad_scale)
-    if eps_array is not None:
-        return eps_array, (K, M, eps_array, np.float64(grad_scale), two_sided)
-    if not (math.isfinite(eps) and eps > 0 and np.float32(eps) > 0
-            and math.isfinite(np.float32(eps))):
-        raise ValueError(f"eps must be a finite number > 0 (in float32 too), got {eps!r}")
-    eps = np.float32(eps)
-    # Numba returns a float32 to Python as a float: exact, re-typed float32 for the signature
-    step = np.float32(direct_step(grad_scale, eps, M, two_sided))
-    return None, (K, M, eps, step, two_sided)
-
-
-def _check_direct(logits, gumbel, losses, codes, K, M, grad):
-    _check_sampling(logits, gumbel, K, M, codes)
-    _check_array("losses", losses, np.float32, gumbel.shape)
-    _check_array("grad", grad, np.float32, logits.shape)
-
-
-def gumbel_argmax(logits, gumbel, K, M, codes):
-    """CPU Gumbel-max: codes[r, n] = argmax_k logits[r//M, n*K+k] + gumbel[r, n*K+k]."""
-    _check_sampling(logits, gumbel, K, M, codes)
-    gumbel_argmax_loop(logits, gumbel, np.int32(K), np.int32(M), codes)
+def sample_codes(logits, seed, counter, K, M, per_image, gumbel, codes):
+    """CPU: the Gumbel noise of (seed, counter[0]) into `gumbel` and the Gumbel-max codes."""
+    seed, K, M = _check_sampling(logits, seed, counter, K, M, gumbel, codes)
+    sample_codes_loop(logits, seed, counter, K, M, bool(per_image), gumbel, codes)
 
 
 def direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_sided, grad):
     """CPU: adds grad_scale * the direct estimate of d E[L] / d logits into `grad` (B, NK)."""
-    _check_direct(logits, gumbel, losses, codes, K, M, grad)
-    eps_array, scalars = _direct_scalars(K, M, eps, grad_scale, two_sided)
-    if eps_array is None:
-        direct_logit_grad_loop(logits, gumbel, losses, codes, *scalars, grad)
-        return
-    e = float(eps_array[0])  # host memory here: checked like a number
-    if not (math.isfinite(e) and e > 0):
-        raise ValueError(f"eps must be a finite number > 0, got eps[0] = {e!r}")
-    direct_logit_grad_eps_array_loop(logits, gumbel, losses, codes, *scalars, grad)
+    K, M, grad_scale = _check_direct(logits, gumbel, losses, codes, K, M, eps, grad_scale, grad)
+    direct_logit_grad_loop(logits, gumbel, losses, codes, K, M, eps, grad_scale, bool(two_sided),
+                           grad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,27 +217,18 @@ def direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_
 # K columns of grad, so there are no atomics and the sum over m is in a fixed order).
 
 @cuda.jit
-def gumbel_argmax_kernel(logits, gumbel, K, M, codes):
+def sample_codes_kernel(logits, seed, counter, K, M, per_image, gumbel, codes):
     i = cuda.grid(1)
     N = codes.shape[1]
     if i < codes.shape[0] * N:
-        gumbel_argmax_at_cuda(logits, gumbel, K, M, i // N, i % N, codes)
+        sample_codes_at_cuda(logits, seed, counter[0], K, M, per_image, i // N, i % N, gumbel,
+                             codes)
 
 
 @cuda.jit
-def direct_logit_grad_kernel(logits, gumbel, losses, codes, K, M, eps, step, two_sided, grad):
-    i = cuda.grid(1)
-    N = codes.shape[1]
-    if i < grad.shape[0] * N:
-        direct_logit_grad_at_cuda(logits, gumbel, losses, codes, K, M, eps, step, two_sided,
-                                  i // N, i % N, grad)
-
-
-@cuda.jit
-def direct_logit_grad_eps_array_kernel(logits, gumbel, losses, codes, K, M, eps, grad_scale,
-                                       two_sided, grad):
-    """direct_logit_grad_kernel with eps read from eps[0] at run time and the step made from it
-    (direct_step, float64 then float32) by each thread."""
+def direct_logit_grad_kernel(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_sided,
+                             grad):
+    """Each thread reads eps[0] and makes the step from it (direct_step, float64 then float32)."""
     i = cuda.grid(1)
     N = codes.shape[1]
     if i < grad.shape[0] * N:
@@ -247,39 +241,34 @@ def direct_logit_grad_eps_array_kernel(logits, gumbel, losses, codes, K, M, eps,
 _F32 = types.float32[:, ::1]
 _I32 = types.int32[:, ::1]
 CUDA_KERNELS = [
-    (gumbel_argmax_kernel, [(_F32, _F32, types.int32, types.int32, _I32)]),
+    (sample_codes_kernel, [(_F32, types.uint64, types.uint64[::1], types.int32, types.int32,
+                            types.boolean, _F32, _I32)]),
     (direct_logit_grad_kernel, [(_F32, _F32, _F32, _I32, types.int32, types.int32,
-                                 types.float32, types.float32, types.boolean, _F32)]),
-    (direct_logit_grad_eps_array_kernel, [(_F32, _F32, _F32, _I32, types.int32, types.int32,
-                                           types.float32[::1], types.float64, types.boolean,
-                                           _F32)]),
+                                 types.float32[::1], types.float64, types.boolean, _F32)]),
 ]
 
 
-def gumbel_argmax_cuda(logits, gumbel, K, M, codes, stream=None):
-    """CUDA twin of gumbel_argmax on CuPy/Numba device arrays (NumPy under the simulator);
+def sample_codes_cuda(logits, seed, counter, K, M, per_image, gumbel, codes, stream=None):
+    """CUDA twin of sample_codes on CuPy/Numba device arrays (NumPy under the simulator);
     launched on `stream`, else CuPy's current stream. Does not synchronise."""
-    B, R, N = _check_sampling(logits, gumbel, K, M, codes)
-    blocks, threads = launch_1d(R * N)
+    seed, K, M = _check_sampling(logits, seed, counter, K, M, gumbel, codes, device=True)
+    blocks, threads = launch_1d(codes.shape[0] * codes.shape[1])  # B >= 1: never empty
     stream = current_stream() if stream is None else stream
-    gumbel_argmax_kernel[blocks, threads, stream](
-        as_device_view(logits), as_device_view(gumbel), np.int32(K), np.int32(M),
-        as_device_view(codes))
+    sample_codes_kernel[blocks, threads, stream](
+        as_device_view(logits), seed, as_device_view(counter), K, M, bool(per_image),
+        as_device_view(gumbel), as_device_view(codes))
 
 
 def direct_logit_grad_cuda(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_sided, grad,
                            stream=None):
-    """CUDA twin of direct_logit_grad (adds into `grad`); `eps` is a number or a 1-element
-    float32 device array read by the kernel (its value is not checked: no host sync). Launched
-    on `stream`, else CuPy's current stream. Does not synchronise."""
-    _check_direct(logits, gumbel, losses, codes, K, M, grad)
-    eps_array, scalars = _direct_scalars(K, M, eps, grad_scale, two_sided, device=True)
-    kernel = direct_logit_grad_kernel
-    if eps_array is not None:
-        kernel = direct_logit_grad_eps_array_kernel
-        scalars = scalars[:2] + (as_device_view(eps_array),) + scalars[3:]
+    """CUDA twin of direct_logit_grad (adds into `grad`); `eps` a 1-element float32 device array
+    read by the kernel (its value is not checked: no host sync). Launched on `stream`, else
+    CuPy's current stream. Does not synchronise."""
+    K, M, grad_scale = _check_direct(logits, gumbel, losses, codes, K, M, eps, grad_scale, grad,
+                                     device=True)
     blocks, threads = launch_1d(grad.shape[0] * codes.shape[1])
     stream = current_stream() if stream is None else stream
-    kernel[blocks, threads, stream](
+    direct_logit_grad_kernel[blocks, threads, stream](
         as_device_view(logits), as_device_view(gumbel), as_device_view(losses),
-        as_device_view(codes), *scalars, as_device_view(grad))
+        as_device_view(codes), K, M, as_device_view(eps), grad_scale, bool(two_sided),
+        as_device_view(grad))

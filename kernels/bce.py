@@ -1,9 +1,11 @@
 """Bernoulli decoder loss: BCE-with-logits row sums and their gradient, and softplus row sums.
 
-  bce_rows(out (R,D), x (B,D), samples_per_target M, grad_scale, loss (R,), grad (R,D))
-      row r, target b = r // M:  loss[r] = sum_d softplus(o) - x o
-                                 grad[r, d] = (sigmoid(o) - x) * grad_scale     (o = out[r, d])
-      `out` already includes the output bias; `grad` may be `out` itself (updated in place).
+  bce_rows(out (R,D), bias (D,), x (B,D), samples_per_target M, grad_scale, loss (R,), grad (R,D))
+      row r, target b = r // M, logit o = out[r, d] + bias[d] (one float32 add):
+                                 loss[r] = sum_d softplus(o) - x o
+                                 grad[r, d] = (sigmoid(o) - x) * grad_scale
+      `out` is the decoder's output without its bias, and is not modified unless `grad` is `out`
+      itself (then it is overwritten with the gradient, each element read before it is written).
   softplus_row_sums(out (C,D), bias (D,), sums (C,))
       sums[c] = sum_d softplus(out[c, d] + bias[d])   (the x-free part of a candidate's loss)
 
@@ -11,11 +13,16 @@
                                          scalar bodies, shared by every target, on
                                          exp_neg_abs / log1p_unit (kernels/fastmath_f32.py)
   sum_f64                                CPU: float64 sum of a float32 vector (vectorised)
+  softplus_row_sum                       CPU @njit: one row's softplus sum, as float32 (shared
+                                         with kernels/candidates.py's fused losses, so their
+                                         sums are bit-identical to softplus_row_sums')
+  softplus_row_partial                   CUDA device function: a thread's float32 partial sum
+                                         of one row (shared with kernels/candidates.py)
   bce_rows_njit / softplus_row_sums_njit CPU @njit loops over the rows (callable from @njit code)
   bce_rows / softplus_row_sums           CPU twins: the launchers' arguments, checked
   bce_rows_kernel / softplus_row_sums_kernel   CUDA: one block per row, threads stride over D,
                                                then a shared-memory tree sum (kernels/_reduce.py)
-  bce_rows_cuda / softplus_row_sums_cuda       launchers (see kernels/_cuda.py for the pattern)
+  bce_rows_cuda / softplus_row_sums_cuda       launchers, (..., stream=None): see kernels/_cuda.py
 
 Stability: with e = exp(-|o|) in [0, 1], softplus(o) = max(o, 0) + log1p(e), and sigmoid(o) and
 sigmoid(-o) are 1/(1+e) and e/(1+e) in some order: nothing overflows for any finite o. The
@@ -109,11 +116,13 @@ def _check_array(name, array, ndim):
 _check_shape = check_shape
 
 
-def _check_bce_rows(out, x, samples_per_target, loss, grad):
+def _check_bce_rows(out, bias, x, samples_per_target, loss, grad):
     """(R, M) after checking the arguments of bce_rows."""
-    for name, array, ndim in (("out", out, 2), ("x", x, 2), ("loss", loss, 1), ("grad", grad, 2)):
+    for name, array, ndim in (("out", out, 2), ("bias", bias, 1), ("x", x, 2), ("loss", loss, 1),
+                              ("grad", grad, 2)):
         _check_array(name, array, ndim)
     rows, pixels = out.shape
+    _check_shape("bias", bias, (pixels,))
     samples = int(samples_per_target)
     if samples < 1:
         raise ValueError("samples_per_target must be >= 1, got %r" % (samples_per_target,))
@@ -157,7 +166,7 @@ def sum_f64(terms):
 
 
 @numba.njit(fastmath=_ELEMENT_FLAGS, error_model="numpy")
-def bce_rows_njit(out, x, samples_per_target, grad_scale, loss, grad):
+def bce_rows_njit(out, bias, x, samples_per_target, grad_scale, loss, grad):
     """The loop of bce_rows on 2-D C-contiguous float32 arrays (grad may be out)."""
     rows, pixels = out.shape
     terms = np.empty(pixels, np.float32)
@@ -166,7 +175,7 @@ def bce_rows_njit(out, x, samples_per_target, grad_scale, loss, grad):
         o_row = out[r]
         x_row = x[r // samples_per_target]
         for d in range(pixels):
-            term, g = bce_term_and_grad(o_row[d], x_row[d])
+            term, g = bce_term_and_grad(o_row[d] + bias[d], x_row[d])
             terms[d] = term
             grads[d] = g * grad_scale
         g_row = grad[r]
@@ -176,21 +185,27 @@ def bce_rows_njit(out, x, samples_per_target, grad_scale, loss, grad):
 
 
 @numba.njit(fastmath=_ELEMENT_FLAGS, error_model="numpy")
+def softplus_row_sum(o_row, bias, terms):
+    """sum_d softplus(o_row[d] + bias[d]) in float64, rounded to float32; `terms` a float32
+    scratch vector of the row's length. The one place a row's softplus sum is computed on the
+    CPU, so every op that needs one gets the same bits."""
+    for d in range(o_row.size):
+        terms[d] = softplus(o_row[d] + bias[d])
+    return np.float32(sum_f64(terms))
+
+
+@numba.njit(fastmath=_ELEMENT_FLAGS, error_model="numpy")
 def softplus_row_sums_njit(out, bias, sums):
     """The loop of softplus_row_sums on C-contiguous float32 arrays."""
-    pixels = out.shape[1]
-    terms = np.empty(pixels, np.float32)
+    terms = np.empty(out.shape[1], np.float32)
     for c in range(out.shape[0]):
-        o_row = out[c]
-        for d in range(pixels):
-            terms[d] = softplus(o_row[d] + bias[d])
-        sums[c] = sum_f64(terms)
+        sums[c] = softplus_row_sum(out[c], bias, terms)
 
 
-def bce_rows(out, x, samples_per_target, grad_scale, loss, grad):
+def bce_rows(out, bias, x, samples_per_target, grad_scale, loss, grad):
     """CPU twin of bce_rows_cuda on NumPy float32 arrays (see the module docstring)."""
-    _, samples = _check_bce_rows(out, x, samples_per_target, loss, grad)
-    bce_rows_njit(out, x, np.int64(samples), np.float32(grad_scale), loss, grad)
+    _, samples = _check_bce_rows(out, bias, x, samples_per_target, loss, grad)
+    bce_rows_njit(out, bias, x, np.int64(samples), np.float32(grad_scale), loss, grad)
 
 
 def softplus_row_sums(out, bias, sums):
@@ -205,15 +220,25 @@ def softplus_row_sums(out, bias, sums):
 # block_sum (no early return): the grid is exactly one block per row.
 
 
+@cuda.jit(device=True, inline="always")
+def softplus_row_partial(out, bias, c):
+    """Thread t's float32 partial sum of softplus(out[c, d] + bias[d]) over d = t, t + THREADS,
+    ... (coalesced); block_sum of the partials is row c's sum."""
+    partial = _ZERO
+    for d in range(cuda.threadIdx.x, out.shape[1], THREADS):
+        partial += softplus(out[c, d] + bias[d])
+    return partial
+
+
 @cuda.jit
-def bce_rows_kernel(out, x, samples_per_target, grad_scale, loss, grad):
+def bce_rows_kernel(out, bias, x, samples_per_target, grad_scale, loss, grad):
     """Row r = blockIdx.x of bce_rows."""
     r = cuda.blockIdx.x
     t = cuda.threadIdx.x
     b = r // samples_per_target
     partial = _ZERO
     for d in range(t, out.shape[1], THREADS):
-        term, g = bce_term_and_grad(out[r, d], x[b, d])
+        term, g = bce_term_and_grad(out[r, d] + bias[d], x[b, d])
         partial += term
         grad[r, d] = g * grad_scale
     total = block_sum(cuda.shared.array(THREADS, numba.float32), partial)
@@ -225,12 +250,8 @@ def bce_rows_kernel(out, x, samples_per_target, grad_scale, loss, grad):
 def softplus_row_sums_kernel(out, bias, sums):
     """Row c = blockIdx.x of softplus_row_sums."""
     c = cuda.blockIdx.x
-    t = cuda.threadIdx.x
-    partial = _ZERO
-    for d in range(t, out.shape[1], THREADS):
-        partial += softplus(out[c, d] + bias[d])
-    total = block_sum(cuda.shared.array(THREADS, numba.float32), partial)
-    if t == 0:
+    total = block_sum(cuda.shared.array(THREADS, numba.float32), softplus_row_partial(out, bias, c))
+    if cuda.threadIdx.x == 0:
         sums[c] = total
 
 
@@ -238,21 +259,22 @@ _F32_ROWS = types.float32[:, ::1]
 _F32_VEC = types.float32[::1]
 
 CUDA_KERNELS = [
-    (bce_rows_kernel, [(_F32_ROWS, _F32_ROWS, types.int32, types.float32, _F32_VEC, _F32_ROWS)]),
+    (bce_rows_kernel, [(_F32_ROWS, _F32_VEC, _F32_ROWS, types.int32, types.float32, _F32_VEC,
+                        _F32_ROWS)]),
     (softplus_row_sums_kernel, [(_F32_ROWS, _F32_VEC, _F32_VEC)]),
 ]
 
 
-def bce_rows_cuda(out, x, samples_per_target, grad_scale, loss, grad, stream=None):
+def bce_rows_cuda(out, bias, x, samples_per_target, grad_scale, loss, grad, stream=None):
     """CUDA twin of bce_rows: float32 CuPy/Numba device arrays (NumPy under the simulator);
     launched on `stream`, else CuPy's current stream. Does not synchronise."""
-    rows, samples = _check_bce_rows(out, x, samples_per_target, loss, grad)
+    rows, samples = _check_bce_rows(out, bias, x, samples_per_target, loss, grad)
     if rows == 0:
         return
     stream = current_stream() if stream is None else stream
     bce_rows_kernel[rows, THREADS, stream](
-        as_device_view(out), as_device_view(x), np.int32(samples), np.float32(grad_scale),
-        as_device_view(loss), as_device_view(grad))
+        as_device_view(out), as_device_view(bias), as_device_view(x), np.int32(samples),
+        np.float32(grad_scale), as_device_view(loss), as_device_view(grad))
 
 
 def softplus_row_sums_cuda(out, bias, sums, stream=None):

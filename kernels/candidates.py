@@ -1,45 +1,68 @@
-"""The N*(K-1) neighbours of each sampled code, for the candidate losses (N > 1).
+"""The direct estimator's candidate losses: all K codes for N = 1, the N*(K-1) neighbours of each
+sampled code for N > 1.
 
 Reference: candidate_losses in dvae_cupy/reference.py (neighbours decoded densely one by one).
-The shortcut (DESIGN.md, "Where the time goes"): the decoder's pre-activation at a neighbour
-differs from the one at the sampled code in one row of the first layer, and the x-linear part of
-the BCE is a dot product with u = x @ dec_w2^T, so per candidate this op is O(H). The neighbour
-that keeps the sampled value is the sampled code itself, whose loss the step already has, so only
-the K-1 other values of each variable are candidates (K = 2 halves the work):
+The shortcuts (DESIGN.md, "Where the time goes"):
 
+N = 1: the candidate codes are the same K one-hots for every sample, so the decoder runs once per
+category (code_out = relu(W1 + b1) @ W2, without the output bias) and the x-linear part of the
+BCE is one small GEMM, xo = x @ code_out^T, plus xb2 = x @ dec_b2:
+  code_losses(code_out (K,D), bias (D,), xo (B,K), xb2 (B,), M, losses (B*M,K))
+      S_k = sum_d softplus(code_out[k, d] + bias[d])    (bce.softplus_row_sums' arithmetic)
+      losses[b*M + m, k] = S_k - (xo[b, k] + xb2[b])      (float32; every draw m of image b)
+
+N > 1: the decoder's pre-activation at a neighbour differs from the one at the sampled code in
+one row of the first layer, and the x-linear part of the BCE is a dot product with
+u = x @ dec_w2^T, so per candidate this op is O(H). The neighbour that keeps the sampled value is
+the sampled code itself, whose loss the step already has, so only the K-1 other values of each
+variable are candidates (K = 2 halves the work):
   neighbour_hidden(pre, weight, codes, K, u, start, count, hidden, linear)
       candidate c < count is g = start + c, g = (r*N + n)*(K-1) + j, value k = j + (j >= codes[r, n])
       hidden[c] = relu(pre[r] + (weight[n*K + k] - weight[n*K + codes[r, n]]))
       linear[c] = u[r] . hidden[c]
-  the model then computes S = softplus_row_sums(hidden @ dec_w2, dec_b2), and
-  store_candidate_losses(S, linear, linear_b2, codes, K, start, losses)
-      losses[r, n*K + k] = S[c] - linear[c] - linear_b2[r]       (linear_b2[r] = x_r . dec_b2)
+  the model then computes cand_out = hidden @ dec_w2 (without the bias), and
+  store_candidate_losses(cand_out (C,D), bias (D,), linear (C,), linear_b2 (R,), codes, K, start,
+                         losses)
+      S_c = sum_d softplus(cand_out[c, d] + bias[d])    (bce.softplus_row_sums' arithmetic)
+      losses[r, n*K + k] = (S_c - linear[c]) - linear_b2[r]     (linear_b2[r] = x_r . dec_b2)
   store_sampled_losses(sampled, codes, K, losses)
       losses[r, n*K + codes[r, n]] = sampled[r]                  (the loss at the sampled code)
+Candidates are processed in chunks [start, start + count) so memory stays bounded.
 
-Candidates are processed in chunks [start, start + count) so memory stays bounded. Pieces:
+On the CPU the softplus sums come from bce.softplus_row_sum, the one CPU implementation of a
+row's softplus sum (float64 accumulation), so the fused ops are bit-identical to
+softplus_row_sums followed by the float32 subtractions; on the GPU, one block per row sums
+float32 partials in a shared-memory tree (kernels/_reduce.py), as softplus_row_sums_kernel does.
+
+Pieces:
   candidate_slot, slot_value, neighbour_activation    scalar bodies (@njit inline, every target)
   neighbour_partial / neighbour_partial_cuda  one body, compiled twice: the CPU loop runs it over
                           all H with stride 1, a CUDA thread over j = tid, tid + THREADS, ...
-  neighbour_hidden_loop   CPU @njit loop over the chunk, no allocation
-  neighbour_hidden        CPU twin: the launcher's arguments, checked, scalars cast
+  store_candidate / store_candidate_cuda      one body, compiled twice: the scatter of one loss
+  <op>_loop               CPU @njit loops, no allocation beyond a row of scratch
+  <op>                    CPU twins: the launchers' arguments, checked, scalars cast
   neighbour_hidden_kernel CUDA, one block of NEIGHBOUR_THREADS per candidate, threads over H,
-                          `linear` by a shared-memory tree sum (kernels/_reduce.py)
-  neighbour_hidden_cuda   launcher (see kernels/_cuda.py), never synchronises
-  store_candidate_losses, store_sampled_losses (+ _loop, _kernel, _cuda): the scatters above,
-                          one CUDA thread per candidate / per (r, n)
+                          `linear` by a shared-memory tree sum
+  code_losses_kernel      CUDA, one block of bce.THREADS per code k: the tree sum gives S_k, then
+                          the block's threads write column k of all B*M rows
+  store_candidate_losses_kernel   CUDA, one block of bce.THREADS per candidate row: tree sum,
+                          thread 0 stores
+  store_sampled_losses_kernel     CUDA, one thread per (r, n)
+  <op>_cuda               launchers, (..., stream=None): see kernels/_cuda.py; never synchronise
 """
 import numba
 import numpy as np
 from numba import types
 
-from ._cuda import as_device_view, cuda, current_stream, launch_1d
 from ._checks import check_array
+from ._cuda import as_device_view, cuda, current_stream, launch_1d
 from ._reduce import block_sum
+from .bce import THREADS as ROW_THREADS
+from .bce import softplus_row_partial, softplus_row_sum
 
-__all__ = ["neighbour_hidden", "neighbour_hidden_cuda", "store_candidate_losses",
-           "store_candidate_losses_cuda", "store_sampled_losses", "store_sampled_losses_cuda",
-           "candidate_count", "NEIGHBOUR_THREADS", "CUDA_KERNELS"]
+__all__ = ["code_losses", "code_losses_cuda", "neighbour_hidden", "neighbour_hidden_cuda",
+           "store_candidate_losses", "store_candidate_losses_cuda", "store_sampled_losses",
+           "store_sampled_losses_cuda", "candidate_count", "NEIGHBOUR_THREADS", "CUDA_KERNELS"]
 
 NEIGHBOUR_THREADS = 128  # threads per candidate block: a power of two (tree reduction); H ~ 300
 
@@ -83,14 +106,36 @@ def _check_neighbours(pre, weight, codes, K, u, start, count, hidden, linear):
     _check_array("linear", linear, np.float32, (int(count),))
 
 
-def _check_store(softplus_sums, linear, linear_b2, codes, K, start, losses):
-    count = softplus_sums.shape[0] if len(softplus_sums.shape) == 1 else -1
-    _check_array("softplus_sums", softplus_sums, np.float32, (max(count, 0),))
+def _check_rows_and_bias(name, rows, bias):
+    """`rows` (C, D) and `bias` (D,) float32; returns (C, D)."""
+    if len(rows.shape) != 2:
+        raise ValueError(f"{name} must be 2-D, got {tuple(rows.shape)}")
+    _check_array(name, rows, np.float32, rows.shape)
+    _check_array("bias", bias, np.float32, (rows.shape[1],))
+    return rows.shape
+
+
+def _check_store(cand_out, bias, linear, linear_b2, codes, K, start, losses):
+    count, _ = _check_rows_and_bias("cand_out", cand_out, bias)
     _check_chunk(codes, K, start, count)
     R, N = codes.shape
     _check_array("linear", linear, np.float32, (count,))
     _check_array("linear_b2", linear_b2, np.float32, (R,))
     _check_array("losses", losses, np.float32, (R, N * int(K)))
+
+
+def _check_code_losses(code_out, bias, xo, xb2, M, losses):
+    """M as int32 after checking code_losses' arguments."""
+    K, _ = _check_rows_and_bias("code_out", code_out, bias)
+    if int(M) != M or M < 1:
+        raise ValueError(f"M must be an integer >= 1, got {M!r}")
+    if len(xo.shape) != 2:
+        raise ValueError(f"xo must be 2-D, got {tuple(xo.shape)}")
+    B = xo.shape[0]
+    _check_array("xo", xo, np.float32, (B, K))
+    _check_array("xb2", xb2, np.float32, (B,))
+    _check_array("losses", losses, np.float32, (B * int(M), K))
+    return np.int32(M)
 
 
 def _check_sampled(sampled, codes, K, losses):
@@ -183,29 +228,80 @@ def neighbour_hidden_kernel(pre, weight, codes, K, u, start, hidden, linear):
 
 
 # ---------------------------------------------------------------------------------------------
-# Scatters of the finished losses into (R, N*K): CPU loops and CUDA kernels share the element body.
+# N = 1: all K codes. CPU: the K softplus sums, then the (B*M, K) losses row by row.
 
-def _store_candidate(softplus_sums, linear, linear_b2, codes, K, start, losses, c):
+@numba.njit
+def code_losses_loop(code_out, bias, xo, xb2, M, losses):
+    K, D = code_out.shape
+    terms = np.empty(D, np.float32)
+    sums = np.empty(K, np.float32)
+    for k in range(K):
+        sums[k] = softplus_row_sum(code_out[k], bias, terms)
+    for b in range(xo.shape[0]):
+        for m in range(M):
+            r = b * M + m
+            for k in range(K):
+                losses[r, k] = sums[k] - (xo[b, k] + xb2[b])
+
+
+def code_losses(code_out, bias, xo, xb2, M, losses):
+    """N = 1: losses[b*M + m, k] = S_k - (xo[b, k] + xb2[b]), S_k the softplus sum of code k's
+    logits code_out[k] + bias; float32 NumPy arrays."""
+    M = _check_code_losses(code_out, bias, xo, xb2, M, losses)
+    code_losses_loop(code_out, bias, xo, xb2, M, losses)
+
+
+@cuda.jit
+def code_losses_kernel(code_out, bias, xo, xb2, M, losses):
+    """Block k: S_k by a tree sum, then its threads write column k of rows t, t + THREADS, ..."""
+    k = cuda.blockIdx.x
+    total = block_sum(cuda.shared.array(ROW_THREADS, types.float32),
+                      softplus_row_partial(code_out, bias, k))
+    for i in range(cuda.threadIdx.x, losses.shape[0], ROW_THREADS):
+        b = i // M
+        losses[i, k] = total - (xo[b, k] + xb2[b])
+
+
+def code_losses_cuda(code_out, bias, xo, xb2, M, losses, stream=None):
+    """CUDA twin of code_losses on CuPy/Numba device arrays (NumPy under the simulator);
+    launched on `stream`, else CuPy's current stream. Does not synchronise."""
+    M = _check_code_losses(code_out, bias, xo, xb2, M, losses)
+    if code_out.shape[0] == 0:
+        return
+    stream = current_stream() if stream is None else stream
+    code_losses_kernel[code_out.shape[0], ROW_THREADS, stream](
+        as_device_view(code_out), as_device_view(bias), as_device_view(xo), as_device_view(xb2),
+        M, as_device_view(losses))
+
+
+# ---------------------------------------------------------------------------------------------
+# N > 1: the finished neighbour losses scattered into (R, N*K). One body stores candidate c's loss
+# from its softplus sum, compiled for each target (the simulator cannot pass arrays into @njit
+# code).
+
+def _store_candidate(softplus_sum, linear, linear_b2, codes, K, start, losses, c):
     r, n, j = candidate_slot(start + c, codes.shape[1], K)
-    losses[r, n * K + slot_value(j, codes[r, n])] = softplus_sums[c] - linear[c] - linear_b2[r]
+    losses[r, n * K + slot_value(j, codes[r, n])] = softplus_sum - linear[c] - linear_b2[r]
 
 
-# One body, compiled for each target (the simulator cannot pass arrays into @njit code).
 store_candidate = numba.njit(inline="always")(_store_candidate)
 store_candidate_cuda = cuda.jit(device=True, inline="always")(_store_candidate)
 
 
 @numba.njit
-def store_candidate_losses_loop(softplus_sums, linear, linear_b2, codes, K, start, losses):
-    for c in range(softplus_sums.shape[0]):
-        store_candidate(softplus_sums, linear, linear_b2, codes, K, start, losses, c)
+def store_candidate_losses_loop(cand_out, bias, linear, linear_b2, codes, K, start, losses):
+    terms = np.empty(cand_out.shape[1], np.float32)
+    for c in range(cand_out.shape[0]):
+        store_candidate(softplus_row_sum(cand_out[c], bias, terms), linear, linear_b2, codes, K,
+                        start, losses, c)
 
 
-def store_candidate_losses(softplus_sums, linear, linear_b2, codes, K, start, losses):
-    """losses[r, n*K + k] = softplus_sums[c] - linear[c] - linear_b2[r] for the chunk's candidates."""
-    _check_store(softplus_sums, linear, linear_b2, codes, K, start, losses)
-    store_candidate_losses_loop(softplus_sums, linear, linear_b2, codes, np.int32(K), np.int32(start),
-                                losses)
+def store_candidate_losses(cand_out, bias, linear, linear_b2, codes, K, start, losses):
+    """losses[r, n*K + k] = (S_c - linear[c]) - linear_b2[r] for the chunk's candidates c, S_c the
+    softplus sum of cand_out[c] + bias; float32 NumPy arrays."""
+    _check_store(cand_out, bias, linear, linear_b2, codes, K, start, losses)
+    store_candidate_losses_loop(cand_out, bias, linear, linear_b2, codes, np.int32(K),
+                                np.int32(start), losses)
 
 
 @numba.njit
@@ -222,10 +318,13 @@ def store_sampled_losses(sampled, codes, K, losses):
 
 
 @cuda.jit
-def store_candidate_losses_kernel(softplus_sums, linear, linear_b2, codes, K, start, losses):
-    c = cuda.grid(1)
-    if c < softplus_sums.shape[0]:
-        store_candidate_cuda(softplus_sums, linear, linear_b2, codes, K, start, losses, c)
+def store_candidate_losses_kernel(cand_out, bias, linear, linear_b2, codes, K, start, losses):
+    """Block c: S_c by a tree sum over the row's pixels, stored by thread 0."""
+    c = cuda.blockIdx.x
+    total = block_sum(cuda.shared.array(ROW_THREADS, types.float32),
+                      softplus_row_partial(cand_out, bias, c))
+    if cuda.threadIdx.x == 0:
+        store_candidate_cuda(total, linear, linear_b2, codes, K, start, losses, c)
 
 
 @cuda.jit
@@ -236,16 +335,19 @@ def store_sampled_losses_kernel(sampled, codes, K, losses):
         losses[r, n * K + codes[r, n]] = sampled[r]
 
 
-def store_candidate_losses_cuda(softplus_sums, linear, linear_b2, codes, K, start, losses, stream=None):
-    """CUDA twin of store_candidate_losses. Does not synchronise."""
-    _check_store(softplus_sums, linear, linear_b2, codes, K, start, losses)
-    if softplus_sums.shape[0] == 0:
+def store_candidate_losses_cuda(cand_out, bias, linear, linear_b2, codes, K, start, losses,
+                                stream=None):
+    """CUDA twin of store_candidate_losses on CuPy/Numba device arrays (NumPy under the
+    simulator); launched on `stream`, else CuPy's current stream. Does not synchronise."""
+    _check_store(cand_out, bias, linear, linear_b2, codes, K, start, losses)
+    count = cand_out.shape[0]
+    if count == 0:
         return
-    blocks, threads = launch_1d(softplus_sums.shape[0])
     stream = current_stream() if stream is None else stream
-    store_candidate_losses_kernel[blocks, threads, stream](
-        as_device_view(softplus_sums), as_device_view(linear), as_device_view(linear_b2),
-        as_device_view(codes), np.int32(K), np.int32(start), as_device_view(losses))
+    store_candidate_losses_kernel[count, ROW_THREADS, stream](
+        as_device_view(cand_out), as_device_view(bias), as_device_view(linear),
+        as_device_view(linear_b2), as_device_view(codes), np.int32(K), np.int32(start),
+        as_device_view(losses))
 
 
 def store_sampled_losses_cuda(sampled, codes, K, losses, stream=None):
@@ -263,8 +365,10 @@ _F32 = types.float32[:, ::1]
 _V32 = types.float32[::1]
 _CODES = types.int32[:, ::1]
 CUDA_KERNELS = [
+    (code_losses_kernel, [(_F32, _V32, _F32, _V32, types.int32, _F32)]),
     (neighbour_hidden_kernel, [(_F32, _F32, _CODES, types.int32, _F32, types.int32, _F32, _V32)]),
-    (store_candidate_losses_kernel, [(_V32, _V32, _V32, _CODES, types.int32, types.int32, _F32)]),
+    (store_candidate_losses_kernel, [(_F32, _V32, _V32, _V32, _CODES, types.int32, types.int32,
+                                      _F32)]),
     (store_sampled_losses_kernel, [(_V32, _CODES, types.int32, _F32)]),
 ]
 

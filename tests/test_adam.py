@@ -6,23 +6,28 @@ cancels when g changes sign, and the parameter moves by ~lr, far below its own s
   v:     rtol 1e-5 (a sum of positive terms)
   param: |p32 - p64| <= 1e-5 * (sum over steps of the update computed from m_abs)
                         + steps * ulp(p)   (each step rounds the new parameter once)
-The CUDA twin runs under the simulator (tests/cudasim/test_adam_cuda.py), compiles to PTX
+The CPU twin also equals the formula written out in NumPy float32 bit for bit (the corrections
+made from step[0] in its @njit loop are the host's numbers). The CUDA twin runs under the simulator (tests/cudasim/test_adam_cuda.py), compiles to PTX
 (tests/test_ptx.py) and, where a GPU is present, is compared here.
 """
 import math
 
 import numpy as np
 import pytest
-from numba import typeof
 
 from dvae_cupy import reference
+from dvae_cupy.kernels import _cuda
 from dvae_cupy.kernels import adam as ops
-from dvae_cupy.kernels import rng
 from dvae_cupy.kernels._cuda import cupy_usable
+from launches import as_if_no_gpu, covers, record_launches, registered
 
 SHAPES = [(1,), (300,), (7, 300), (3, 4, 5), (784, 300)]
 HYPER = [reference.ADAM_DEFAULTS,
          {"lr": 1e-2, "beta1": 0.5, "beta2": 0.9, "eps": 1e-6}]
+
+
+def step_array(step):
+    return np.array([step], np.int64)
 
 
 def run_both(shape, hyper, steps, seed):
@@ -37,7 +42,7 @@ def run_both(shape, hyper, steps, seed):
     for step in range(1, steps + 1):
         # gradients over several decades, and of both signs, so m and v differ in shape
         grad = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-3, 1, shape)).astype(np.float32)
-        ops.adam_update(param, grad, m, v, step=step, **hyper)
+        ops.adam_update(param, grad, m, v, step=step_array(step), **hyper)
         p64, v_before = ref[0], ref[2]
         ref = reference.adam_step(p64, grad.astype(np.float64), ref[1], v_before, step, **hyper)
         p_abs, m_abs, _ = reference.adam_step(p64, np.abs(grad.astype(np.float64)), m_abs,
@@ -77,126 +82,120 @@ def test_adam_late_step_bias_corrections():
     ref = reference.adam_step(p64, grad.astype(np.float64), m64, v64, 12345)
     p_abs, m_abs, _ = reference.adam_step(p64, np.abs(grad.astype(np.float64)), np.abs(m64), v64,
                                           12345)
-    ops.adam_update(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 12345)
+    ops.adam_update(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, step_array(12345))
     assert_adam_close((param, m, v), ref, (m_abs, p64 - p_abs), steps=1)
 
 
 def test_zero_gradient_from_rest_leaves_the_parameter():
     param = np.linspace(-1, 1, 9, dtype=np.float32)
     m, v = np.zeros_like(param), np.zeros_like(param)
-    ops.adam_update(param, np.zeros_like(param), m, v, 1e-3, 0.9, 0.999, 1e-8, 1)
+    ops.adam_update(param, np.zeros_like(param), m, v, 1e-3, 0.9, 0.999, 1e-8, step_array(1))
     np.testing.assert_array_equal(param, np.linspace(-1, 1, 9, dtype=np.float32))
     assert not m.any() and not v.any()
 
 
-def test_adam_scalars():
-    s = ops.adam_scalars(1e-3, 0.9, 0.999, 1e-8, 2)
-    assert all(type(x) is np.float32 for x in s)
-    expected = (0.1, 0.001, 1e-8, 1e-3 / (1 - 0.81), math.sqrt(1 - 0.999 ** 2))
-    np.testing.assert_allclose(np.array(s, np.float64), expected, rtol=1e-7)
+def numpy_adam(param, grad, m, v, lr, beta1, beta2, eps, step):
+    """PyTorch's formula written out in NumPy float32 (IEEE-rounded element-wise operations in
+    the kernel's order, with its flush of subnormal moments), the corrections from the host's
+    float64 arithmetic. Returns new (param, m, v)."""
+    f = np.float32
+    step_size = f(lr / (1.0 - beta1 ** float(step)))
+    correction2 = f(math.sqrt(1.0 - beta2 ** float(step)))
+    m = m + f(1.0 - beta1) * (grad - m)
+    v = v + f(1.0 - beta2) * (grad * grad - v)
+    tiny = np.finfo(np.float32).tiny
+    m = np.where(np.abs(m) >= tiny, m, f(0.0))
+    v = np.where(v >= tiny, v, f(0.0))
+    denom = np.sqrt(v) / correction2 + f(eps)
+    return param - step_size * (m / denom), m, v
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"step": 0}, "step must be >= 1"),
-    ({"grad": np.zeros(4, np.float32)}, "grad must have param's shape"),
-    ({"m": np.zeros((2, 3), np.float64)}, "m must be float32"),
-    ({"v": np.zeros((2, 6), np.float32)[:, ::2]}, "v must be C-contiguous"),
-])
-def test_bad_arguments_are_named(kwargs, message):
-    args = dict(param=np.zeros((2, 3), np.float32), grad=np.zeros((2, 3), np.float32),
-                m=np.zeros((2, 3), np.float32), v=np.zeros((2, 3), np.float32),
-                lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=1)
-    args.update(kwargs)
-    with pytest.raises(ValueError, match=message):
-        ops.adam_update(**args)
-
-
-class LaunchRecorder:
-    """Stands in for a @cuda.jit kernel: records the launch configuration and arguments."""
-
-    def __init__(self):
-        self.launches = []
-
-    def __getitem__(self, config):
-        return lambda *args: self.launches.append((config, args))
-
-
-@pytest.mark.parametrize("step_form", ["int", "array"])
-@pytest.mark.parametrize("shape", [(1,), (7, 300)], ids=str)
-def test_launcher_passes_the_registered_types(shape, step_form, monkeypatch):
-    # the launcher runs here (no GPU: host arrays pass through as_device_view, stream 0); what it
-    # would launch with must be a signature the PTX test compiles, on a grid covering every element
-    name = "adam_kernel" if step_form == "int" else "adam_step_array_kernel"
-    sigs = {kernel.py_func.__name__: sigs for kernel, sigs in ops.CUDA_KERNELS}[name]
-    recorder = LaunchRecorder()
-    monkeypatch.setattr(ops, name, recorder)
-    monkeypatch.setattr(rng, "cupy_usable", lambda: False)  # NumPy stands in for a device array
-    arrays = [np.zeros(shape, np.float32) for _ in range(4)]
-    step = 3 if step_form == "int" else np.array([3], np.int64)
-    ops.adam_update_cuda(*arrays, 1e-3, 0.9, 0.999, 1e-8, step)  # Python floats, as callers pass
-    (config, args), = recorder.launches
-    assert tuple(typeof(x) for x in args) in [tuple(s) for s in sigs]
-    blocks, threads, stream = config
-    assert blocks * threads >= arrays[0].size > (blocks - 1) * threads and stream == 0
-
-
-# ---------------------------------------------------------------------------------------------
-# step as a 1-element int64 array (read at run time, for CUDA graphs)
+@pytest.mark.parametrize("hyper", HYPER, ids=["defaults", "lr1e-2_b0.5_0.9"])
+@pytest.mark.parametrize("shape", [(1,), (7, 300), (784, 300), (300, 784)], ids=str)
+def test_adam_equals_the_formula_in_numpy_bit_for_bit(shape, hyper):
+    # the corrections made from step[0] inside the @njit loop are the host's float64 -> float32
+    # numbers, and the update is the same float32 operations in the same order
+    rng_ = np.random.default_rng(len(shape))
+    param = rng_.standard_normal(shape).astype(np.float32)
+    m, v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    expected = (param.copy(), m.copy(), v.copy())
+    step = step_array(0)
+    for t in [1, 2, 3, 4, 999, 12345, 10**6]:
+        grad = (rng_.standard_normal(shape) * 10.0 ** rng_.uniform(-3, 1, shape)).astype(np.float32)
+        step[0] = t
+        ops.adam_update(param, grad, m, v, step=step, **hyper)
+        expected = numpy_adam(*expected[:1], grad, *expected[1:], step=t, **hyper)
+        assert int(step[0]) == t  # read, not written
+        for got, want in zip((param, m, v), expected):
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
 def test_bias_corrections_body_equals_the_python_formula():
-    # the shared body (host and kernel) gives the float32s the host always computed in Python
+    # the shared body (CPU loop and kernel) gives the float32s the host computed in Python
     steps = list(range(1, 5001)) + [12345, 10**5 + 7, 10**6, 2**31 + 1, 2**40]
     for lr, beta1, beta2 in [(1e-3, 0.9, 0.999), (1e-2, 0.5, 0.9), (3e-4, 0.95, 0.9999)]:
         for step in steps:
             expected = (np.float32(lr / (1.0 - beta1 ** step)),
                         np.float32(math.sqrt(1.0 - beta2 ** step)))
-            assert ops.adam_scalars(lr, beta1, beta2, 1e-8, step)[3:] == expected, step
             assert ops.adam_bias_corrections(lr, beta1, beta2, step) == expected, step
 
 
-@pytest.mark.parametrize("hyper", HYPER, ids=["defaults", "lr1e-2_b0.5_0.9"])
-@pytest.mark.parametrize("shape", [(1,), (7, 300)], ids=str)
-def test_step_array_and_int_step_give_identical_updates(shape, hyper):
-    rng_ = np.random.default_rng(len(shape))
-    by_int = [rng_.standard_normal(shape).astype(np.float32), None,
-              np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
-    by_array = [a.copy() if a is not None else None for a in by_int]
-    step_array = np.zeros(1, np.int64)
-    for step in [1, 2, 3, 4, 999, 12345, 10**6]:
-        grad = (rng_.standard_normal(shape) * 10.0 ** rng_.uniform(-3, 1, shape)).astype(np.float32)
-        by_int[1], by_array[1] = grad, grad.copy()
-        step_array[0] = step - 1
-        rng.advance_counter(step_array)  # as a graph replay does before the update
-        ops.adam_update(*by_int, step=step, **hyper)
-        ops.adam_update(*by_array, step=step_array, **hyper)
-        assert int(step_array[0]) == step  # read, not written
-        for got, expected in zip(by_array, by_int):
-            np.testing.assert_array_equal(got, expected)
+ARRAYS = ["param", "grad", "m", "v"]
+
+
+def valid_args(shape=(2, 3)):
+    args = {name: np.zeros(shape, np.float32) for name in ARRAYS}
+    args.update(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=step_array(1))
+    return args
 
 
 @pytest.mark.parametrize("op", [ops.adam_update, ops.adam_update_cuda], ids=lambda f: f.__name__)
-@pytest.mark.parametrize("bad", [np.ones(1, np.uint64), np.ones(1, np.int32),
-                                 np.ones(1, np.float64), np.ones(2, np.int64),
-                                 np.ones((), np.int64), np.ones((1, 1), np.int64)],
-                         ids=lambda a: f"{a.dtype}{a.shape}")
-def test_bad_step_arrays_are_named(op, bad):
-    arrays = [np.zeros(3, np.float32) for _ in range(4)]
-    with pytest.raises(ValueError, match="step given as an array must be a 1-element 1-D int64"):
-        op(*arrays, 1e-3, 0.9, 0.999, 1e-8, bad)  # raises before any launch: no GPU needed
+@pytest.mark.parametrize("kwargs, message", [
+    ({"grad": np.zeros(4, np.float32)}, "grad must have param's shape"),
+    ({"m": np.zeros((2, 3), np.float64)}, "m must be float32"),
+    ({"v": np.zeros((2, 6), np.float32)[:, ::2]}, "v must be C-contiguous"),
+    ({"step": 1}, "step must be a 1-element 1-D int64 array"),
+    ({"step": np.int64(1)}, "step must be a 1-element 1-D int64 array"),
+    ({"step": np.ones(1, np.uint64)}, "step must be a 1-element 1-D int64 array"),
+    ({"step": np.ones(1, np.int32)}, "step must be a 1-element 1-D int64 array"),
+    ({"step": np.ones(1, np.float64)}, "step must be a 1-element 1-D int64 array"),
+    ({"step": np.ones(2, np.int64)}, "step must be a 1-element 1-D int64 array"),
+    ({"step": np.ones((), np.int64)}, "step must be a 1-element 1-D int64 array"),
+    ({"step": np.ones((1, 1), np.int64)}, "step must be a 1-element 1-D int64 array"),
+])
+def test_bad_arguments_are_named(op, kwargs, message):
+    args = valid_args()
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        op(**args)  # raises before any launch: no GPU needed
 
 
-def test_cpu_twin_checks_the_step_array_value():
-    arrays = [np.zeros(3, np.float32) for _ in range(4)]
-    with pytest.raises(ValueError, match="step must be >= 1"):
-        ops.adam_update(*arrays, 1e-3, 0.9, 0.999, 1e-8, np.zeros(1, np.int64))
+@pytest.mark.parametrize("step", [0, -3])
+def test_cpu_twin_checks_the_step_value_in_its_loop(step):
+    args = valid_args()
+    args["grad"][...] = 1.0
+    args["step"] = step_array(step)
+    with pytest.raises(ValueError, match=r"step\[0\] must be >= 1"):
+        ops.adam_update(**args)
+    assert not args["param"].any() and not args["m"].any()
 
 
 def test_launcher_refuses_a_host_step_array_on_a_gpu(monkeypatch):
-    monkeypatch.setattr(rng, "cupy_usable", lambda: True)
-    arrays = [np.zeros(3, np.float32) for _ in range(4)]
+    monkeypatch.setattr(_cuda, "cupy_usable", lambda: True)
     with pytest.raises(ValueError, match="step must be a device array"):
-        ops.adam_update_cuda(*arrays, 1e-3, 0.9, 0.999, 1e-8, np.ones(1, np.int64))
+        ops.adam_update_cuda(**valid_args())
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 300)], ids=str)
+def test_launcher_passes_the_registered_types(shape, monkeypatch):
+    # what the launcher would launch with must be a signature the PTX test compiles, on a grid
+    # covering every element
+    as_if_no_gpu(monkeypatch)
+    launches = record_launches(monkeypatch, ops, "adam_kernel")
+    ops.adam_update_cuda(**valid_args(shape))  # Python floats, as callers pass
+    (config, types), = launches
+    assert types in registered(ops)["adam_kernel"]
+    assert covers(config, int(np.prod(shape)))
 
 
 @pytest.mark.gpu
@@ -209,20 +208,14 @@ def test_cuda_matches_cpu_on_gpu():
         cpu = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
         cpu += [np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
         gpu = [cupy.asarray(a) for a in cpu]
-        by_array = [a.copy() for a in gpu]
-        step_array = cupy.zeros(1, dtype=cupy.int64)
+        d_step = cupy.zeros(1, dtype=cupy.int64)
         for step in (1, 2, 3):
-            ops.adam_update(*cpu, 1e-3, 0.9, 0.999, 1e-8, step)
-            ops.adam_update_cuda(*gpu, 1e-3, 0.9, 0.999, 1e-8, step)
-            rng.advance_counter_cuda(step_array)
-            ops.adam_update_cuda(*by_array, 1e-3, 0.9, 0.999, 1e-8, step_array)
+            ops.adam_update(*cpu, 1e-3, 0.9, 0.999, 1e-8, step_array(step))
+            d_step[...] = step
+            ops.adam_update_cuda(*gpu, 1e-3, 0.9, 0.999, 1e-8, d_step)
         for got, expected in zip(gpu, cpu):
-            # NVVM may fuse multiply-adds: an ulp or two apart
+            # NVVM may fuse multiply-adds, and libdevice's pow may differ in the last bit
             np.testing.assert_allclose(cupy.asnumpy(got), expected, rtol=1e-6, atol=1e-7)
-        # the step as a device array: libdevice's float64 pow may differ from libm's in the last
-        # bit, which reaches the float32 corrections only in rare ties (equal in practice)
-        for got, expected in zip(by_array, gpu):
-            np.testing.assert_array_equal(cupy.asnumpy(got), cupy.asnumpy(expected))
     for kernel, sigs in ops.CUDA_KERNELS:
         assert set(kernel.overloads) <= {tuple(s) for s in sigs}, (kernel, list(kernel.overloads))
 
@@ -233,7 +226,7 @@ def test_moments_below_the_smallest_normal_float32_are_flushed_to_zero():
     param = np.ones(4, np.float32)
     m = np.array([tiny * 1.05, -tiny * 1.05, 1e-3, 0.0], np.float32)
     v = np.array([tiny * 1.0005, tiny * 1.0005, 1e-3, 0.0], np.float32)
-    ops.adam_update(param, np.zeros(4, np.float32), m, v, 1e-3, 0.9, 0.999, 1e-8, 10)
+    ops.adam_update(param, np.zeros(4, np.float32), m, v, 1e-3, 0.9, 0.999, 1e-8, step_array(10))
     np.testing.assert_array_equal(m[:2], 0.0)   # 0.9 * 1.05 tiny < tiny
     np.testing.assert_array_equal(v[:2], 0.0)   # 0.999 * 1.0005 tiny < tiny
     assert m[2] == np.float32(0.9) * np.float32(1e-3) and v[2] > 0

@@ -1,8 +1,10 @@
-"""kernels/argmax.py on the CPU against the float64 reference (gumbel_max, direct_logit_grad).
+"""kernels/argmax.py on the CPU against the float64 reference (gumbel_max, direct_logit_grad),
+and sample_codes' noise against rng.gumbel_noise bit for bit (the sequence it replaces).
 
-Arg max outputs are compared exactly: the inputs are drawn so that no top-2 gap of a compared
-score is below GAP, far above float32 rounding (~1e-5 at scores ~100), except in the tie tests,
-where the scores are small integers (exact in float32 and float64) and the first index must win.
+Arg max outputs are compared exactly: the inputs are drawn (or, for sample_codes, checked) so
+that no top-2 gap of a compared score is below GAP, far above float32 rounding (~1e-5 at scores
+~100), except in the tie tests, where the scores are exact in float32 and float64 and the first
+index must win.
 The CUDA twins are checked under the simulator (tests/cudasim/test_argmax_cuda.py), compiled to
 PTX (tests/test_ptx.py) and, where a GPU is present, on it (the gpu test below).
 """
@@ -10,11 +12,11 @@ import inspect
 
 import numpy as np
 import pytest
-from numba import typeof
 
 from dvae_cupy import reference as ref
-from dvae_cupy.kernels import argmax
+from dvae_cupy.kernels import _cuda, argmax, rng as rngmod
 from dvae_cupy.kernels._cuda import cupy_usable
+from launches import as_if_no_gpu, covers, record_launches, registered
 
 GAP = 1e-3
 
@@ -50,32 +52,93 @@ def untied_sampling(rng, B, M, N, K, losses_mean=200.0, eps=0.5):
     raise AssertionError("could not draw untied inputs")
 
 
+def counter(value):
+    return np.array([value], np.uint64)
+
+
+def eps_array(value):
+    return np.array([value], np.float32)
+
+
+def sampled(logits, seed, step, K, M, per_image):
+    """(gumbel, codes) written by sample_codes (pre-filled with nan / -1: both are outputs)."""
+    B, NK = logits.shape
+    gumbel = np.full((B * M, NK), np.nan, np.float32)
+    codes = np.full((B * M, NK // K), -1, np.int32)
+    argmax.sample_codes(logits, seed, counter(step), K, M, per_image, gumbel, codes)
+    return gumbel, codes
+
+
 # ---------------------------------------------------------------------------------------------
-# gumbel_argmax
+# sample_codes
+
+# (B, M, N, K): the model's shapes (B = 100, N = 1 and 20, K = 10), K = 2, M > 1, B = 1
+SAMPLING_SHAPES = [(100, 1, 1, 10), (100, 1, 20, 10), (100, 3, 1, 10), (1, 1, 1, 2), (7, 1, 3, 10),
+                   (5, 3, 20, 10), (4, 2, 1, 7), (2, 4, 11, 2)]
 
 
-@pytest.mark.parametrize("B, M, N, K", [(1, 1, 1, 2), (7, 1, 3, 10), (5, 3, 20, 10), (4, 2, 1, 7),
-                                        (2, 4, 11, 2)])
-def test_gumbel_argmax_equals_reference(B, M, N, K):
-    rng = np.random.default_rng(B * 1000 + M * 100 + N * 10 + K)
-    logits, gumbel, _ = untied_sampling(rng, B, M, N, K)
-    codes = np.full((B * M, N), -1, dtype=np.int32)
-    argmax.gumbel_argmax(logits, gumbel, K, M, codes)
+@pytest.mark.parametrize("B, M, N, K", SAMPLING_SHAPES, ids=str)
+def test_training_noise_is_gumbel_noise_bit_for_bit(B, M, N, K):
+    # per_image=False is the sequence it replaces: rng.gumbel_noise into (R, NK), then arg max
+    logits = np.random.default_rng(B + N).normal(size=(B, N * K)).astype(np.float32)
+    seed, step = 0xDEADBEEF_0BADF00D, 2**33 + 7
+    gumbel, codes = sampled(logits, seed, step, K, M, False)
+    expected = np.empty_like(gumbel)
+    rngmod.gumbel_noise(seed, counter(step), expected)
+    np.testing.assert_array_equal(gumbel.view(np.uint32), expected.view(np.uint32))
+    scores = (np.repeat(logits, M, axis=0) + expected).reshape(B * M, N, K)  # float32, as the op
+    np.testing.assert_array_equal(codes, scores.argmax(axis=-1))  # first maximum, as np.argmax
+
+
+@pytest.mark.parametrize("B, M, N, K", SAMPLING_SHAPES, ids=str)
+def test_per_image_noise_follows_the_image_not_the_batch(B, M, N, K):
+    # image b of the batch draws stream counter + b at indices m*NK + c: the same noise whatever
+    # the batch it is in, so a batch split in two (the second half counted from start) agrees
+    logits = np.random.default_rng(B * N).normal(size=(B, N * K)).astype(np.float32)
+    seed, step = 5, 2**40 + 11
+    gumbel, codes = sampled(logits, seed, step, K, M, True)
+    for b in range(B):
+        image = np.empty((M, N * K), np.float32)
+        rngmod.gumbel_noise(seed, counter(step + b), image)
+        np.testing.assert_array_equal(gumbel[b * M:(b + 1) * M], image)
+    if B < 2:
+        return
+    half = (B + 1) // 2
+    first = sampled(logits[:half], seed, step, K, M, True)
+    second = sampled(logits[half:], seed, step + half, K, M, True)
+    np.testing.assert_array_equal(np.concatenate([first[0], second[0]]), gumbel)
+    np.testing.assert_array_equal(np.concatenate([first[1], second[1]]), codes)
+
+
+def test_per_image_counter_wraps_as_uint64():
+    logits = np.zeros((3, 4), np.float32)
+    gumbel, _ = sampled(logits, 1, 2**64 - 2, 2, 1, True)  # images use 2**64 - 2, 2**64 - 1, 0
+    image = np.empty(4, np.float32)
+    rngmod.gumbel_noise(1, counter(0), image)
+    np.testing.assert_array_equal(gumbel[2], image)
+
+
+@pytest.mark.parametrize("per_image", [False, True], ids=["training", "per-image"])
+@pytest.mark.parametrize("B, M, N, K", SAMPLING_SHAPES, ids=str)
+def test_sample_codes_equal_reference(B, M, N, K, per_image):
+    logits = np.random.default_rng(B * 1000 + M * 100 + N * 10 + K).normal(
+        size=(B, N * K)).astype(np.float32)
+    gumbel, codes = sampled(logits, 11, 3, K, M, per_image)
     h, g = as_reference(logits, gumbel, M, K)
-    assert top_gaps(h[:, None] + g).min() >= GAP
+    assert np.isfinite(g).all()
+    assert top_gaps(h[:, None] + g).min() >= 1e-5  # no float32 near-tie: the arg max is exact
     np.testing.assert_array_equal(codes.reshape(B, M, N), ref.gumbel_max(h, g))
 
 
-def test_gumbel_argmax_ties_go_to_the_first_index():
+def test_sample_codes_ties_go_to_the_first_index():
+    # 2**30 + g rounds to 2**30 for every Gumbel value g (|g| < 17 < half an ulp, 64), so the
+    # entries with logit 2**30 tie exactly and the first of them must win
     K, M = 5, 2
-    logits = np.array([[0, 1, 0, 1, 0,   3, 3, 3, 3, 3]], dtype=np.float32)  # B = 1, N = 2
-    gumbel = np.array([[2, 1, 2, 0, 2,   0, 0, 0, 0, 0],     # scores 2 2 2 1 2 | 3 3 3 3 3
-                       [0, 0, 0, 0, 1,   0, 0, 1, 0, 1]], dtype=np.float32)  # 0 1 0 1 1 | 3 3 4 3 4
-    codes = np.empty((2, 2), dtype=np.int32)
-    argmax.gumbel_argmax(logits, gumbel, K, M, codes)
-    np.testing.assert_array_equal(codes, [[0, 0], [1, 2]])
-    h, g = as_reference(logits, gumbel, M, K)
-    np.testing.assert_array_equal(codes.reshape(1, M, 2), ref.gumbel_max(h, g))
+    big = np.float32(2.0 ** 30)
+    logits = np.array([[0, big, 0, big, big,   big, big, big, big, big]], np.float32)  # N = 2
+    for per_image in (False, True):
+        _, codes = sampled(logits, 7, 1, K, M, per_image)
+        np.testing.assert_array_equal(codes, [[1, 0], [1, 0]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,11 +153,11 @@ def test_direct_logit_grad_equals_reference(two_sided, M, N, K):
     B, eps, grad_scale = 40, 0.5, 0.01
     rng = np.random.default_rng([M, N, K, two_sided])
     logits, gumbel, losses = untied_sampling(rng, B, M, N, K, eps=eps)
-    codes = np.empty((B * M, N), dtype=np.int32)
-    argmax.gumbel_argmax(logits, gumbel, K, M, codes)
+    codes = ref.gumbel_max(*as_reference(logits, gumbel, M, K)).reshape(B * M, N).astype(np.int32)
     grad0 = (0.01 * rng.normal(size=(B, N * K))).astype(np.float32)  # the op ADDS into grad
     grad = grad0.copy()
-    argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_sided, grad)
+    argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps_array(eps), grad_scale,
+                             two_sided, grad)
 
     h, g, L = as_reference(logits, gumbel, M, K, losses)
     estimate = ref.direct_logit_grad(h, g, codes.reshape(B, M, N), L, eps, two_sided)
@@ -107,9 +170,42 @@ def test_direct_logit_grad_equals_reference(two_sided, M, N, K):
                                rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("two_sided", [False, True], ids=["one-sided", "two-sided"])
+def test_direct_step_from_the_eps_array_is_the_host_formula(two_sided):
+    # with grad = 0 and M = 1 every touched entry is exactly +-step: the step made in the @njit
+    # loop from eps[0] equals float32(grad_scale / (mult * float64(float32(eps)) * M)), the
+    # number the host computed before eps became an array (eps not exact in float32 included)
+    B, M, N, K = 30, 1, 6, 5
+    rng = np.random.default_rng([two_sided, 7])
+    logits, gumbel, losses = untied_sampling(rng, B, M, N, K, eps=0.3)
+    codes = ref.gumbel_max(*as_reference(logits, gumbel, M, K)).reshape(B * M, N).astype(np.int32)
+    for eps in [0.3, 1 / 3, 0.1, 0.5, 0.987654321, 0.1 * np.exp(-0.05)]:
+        for grad_scale in [1.0, 1 / 100, 1 / 128, 0.37]:
+            grad = np.zeros((B, N * K), np.float32)
+            e = eps_array(eps)
+            argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, e, grad_scale,
+                                     two_sided, grad)
+            step = np.float32(grad_scale / ((2.0 if two_sided else 1.0)
+                                            * float(np.float32(eps)) * M))
+            touched = grad[grad != 0]
+            assert touched.size > 0
+            np.testing.assert_array_equal(np.abs(touched), step)
+            assert e[0] == np.float32(eps)  # read, not written
+
+
+def test_direct_step_is_made_from_the_float32_eps():
+    for eps in [0.3, 1 / 3, 0.1, 0.5, 2.0 ** -10, 0.777]:
+        for M in [1, 3]:
+            for two_sided in [False, True]:
+                got = argmax.direct_step(0.01, np.float32(eps), np.int32(M), two_sided)
+                expected = np.float32(0.01 / ((2.0 if two_sided else 1.0)
+                                              * float(np.float32(eps)) * M))
+                assert got == expected, (eps, M, two_sided)
+
+
 def test_direct_logit_grad_ties_go_to_the_first_index():
     # K = 4, eps = 1, integers: h + g - L ties at k = 1, 3 (z_dir = 1); h + g + L ties at 0, 2
-    K, M, eps = 4, 1, 1.0
+    K, M = 4, 1
     logits = np.zeros((1, K), dtype=np.float32)
     gumbel = np.array([[3, 3, 3, 3]], dtype=np.float32)
     losses = np.array([[1, 0, 1, 0]], dtype=np.float32)
@@ -117,9 +213,10 @@ def test_direct_logit_grad_ties_go_to_the_first_index():
     h, g, L = as_reference(logits, gumbel, M, K, losses)
     for two_sided, expected in [(False, [0, -1, 0, 1]), (True, [0.5, -0.5, 0, 0])]:
         grad = np.zeros((1, K), dtype=np.float32)
-        argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, 1.0, two_sided, grad)
+        argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps_array(1.0), 1.0,
+                                 two_sided, grad)
         np.testing.assert_array_equal(grad[0], expected)
-        reference = ref.direct_logit_grad(h, g, codes.reshape(1, 1, 1), L, eps, two_sided)
+        reference = ref.direct_logit_grad(h, g, codes.reshape(1, 1, 1), L, 1.0, two_sided)
         np.testing.assert_array_equal(grad[0], reference.ravel())
 
 
@@ -129,12 +226,20 @@ def test_direct_logit_grad_unmoved_draws_leave_grad_untouched():
     B, M, N, K = 6, 2, 4, 3
     logits, gumbel, _ = untied_sampling(rng, B, M, N, K)
     losses = np.full((B * M, N * K), 123.0, dtype=np.float32)
-    codes = np.empty((B * M, N), dtype=np.int32)
-    argmax.gumbel_argmax(logits, gumbel, K, M, codes)
+    codes = ref.gumbel_max(*as_reference(logits, gumbel, M, K)).reshape(B * M, N).astype(np.int32)
     grad0 = rng.normal(size=(B, N * K)).astype(np.float32)
     grad = grad0.copy()
-    argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, 0.3, 1.0, False, grad)
+    argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps_array(0.3), 1.0, False, grad)
     np.testing.assert_array_equal(grad, grad0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, np.inf, np.nan])
+def test_cpu_twin_checks_the_eps_value_in_its_loop(bad):
+    args = valid_args()
+    args["eps"] = eps_array(bad)
+    with pytest.raises(ValueError, match=r"eps\[0\] must be a finite number > 0"):
+        argmax.direct_logit_grad(*[args[n] for n in DIRECT_ARGS])
+    assert not args["grad"].any()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,40 +247,45 @@ def test_direct_logit_grad_unmoved_draws_leave_grad_untouched():
 
 
 def valid_args(B=2, M=3, N=4, K=5):
-    return dict(logits=np.zeros((B, N * K), np.float32),
+    return dict(logits=np.zeros((B, N * K), np.float32), seed=1, counter=counter(0),
                 gumbel=np.zeros((B * M, N * K), np.float32),
                 losses=np.zeros((B * M, N * K), np.float32), codes=np.zeros((B * M, N), np.int32),
-                K=K, M=M, eps=0.5, grad_scale=1.0, two_sided=False,
+                K=K, M=M, per_image=False, eps=eps_array(0.5), grad_scale=1.0, two_sided=False,
                 grad=np.zeros((B, N * K), np.float32))
 
 
-SAMPLING_ARGS = ["logits", "gumbel", "K", "M", "codes"]
+SAMPLING_ARGS = ["logits", "seed", "counter", "K", "M", "per_image", "gumbel", "codes"]
 DIRECT_ARGS = ["logits", "gumbel", "losses", "codes", "K", "M", "eps", "grad_scale", "two_sided",
                "grad"]
 
 BAD_ARGS = [
     ("logits", np.zeros((2, 20), np.float64), "logits"),
     ("logits", np.zeros((2, 21), np.float32), "logits"),  # not a multiple of K
+    ("logits", np.zeros((0, 20), np.float32), "logits"),  # B = 0
     ("gumbel", np.zeros((2, 20), np.float32), "gumbel"),  # R != B*M
     ("gumbel", np.zeros((20, 6), np.float32).T, "gumbel"),  # not C-contiguous
     ("codes", np.zeros((6, 4), np.int64), "codes"),
     ("codes", np.zeros((6, 5), np.int32), "codes"),
     ("K", 0, "K"),
     ("M", 2.5, "M"),
+    ("seed", -1, "seed"),
+    ("seed", 2 ** 64, "seed"),
+    ("counter", 3, "counter must be a 1-element 1-D uint64 array"),
+    ("counter", np.zeros(1, np.int64), "counter must be a 1-element 1-D uint64 array"),
+    ("counter", np.zeros(2, np.uint64), "counter must be a 1-element 1-D uint64 array"),
     ("losses", np.zeros((6, 19), np.float32), "losses"),
     ("grad", np.zeros((3, 20), np.float32), "grad"),
-    ("eps", 0.0, "eps"),
-    ("eps", float("nan"), "eps"),
     ("grad_scale", float("inf"), "grad_scale"),
-    ("eps", 1e-50, "eps"),  # 0 in float32
-    ("eps", np.full(1, 0.5, np.float64), "eps given as an array must be a 1-element 1-D float32"),
-    ("eps", np.full(2, 0.5, np.float32), "eps given as an array"),
-    ("eps", np.full((), 0.5, np.float32), "eps given as an array"),
+    ("eps", 0.5, "eps must be a 1-element 1-D float32 array"),
+    ("eps", np.float32(0.5), "eps must be a 1-element 1-D float32 array"),
+    ("eps", np.full(1, 0.5, np.float64), "eps must be a 1-element 1-D float32 array"),
+    ("eps", np.full(2, 0.5, np.float32), "eps must be a 1-element 1-D float32 array"),
+    ("eps", np.full((), 0.5, np.float32), "eps must be a 1-element 1-D float32 array"),
 ]
 
 
 BAD_CALLS = [(op, names, bad) for op, names in [
-    (argmax.gumbel_argmax, SAMPLING_ARGS), (argmax.gumbel_argmax_cuda, SAMPLING_ARGS),
+    (argmax.sample_codes, SAMPLING_ARGS), (argmax.sample_codes_cuda, SAMPLING_ARGS),
     (argmax.direct_logit_grad, DIRECT_ARGS), (argmax.direct_logit_grad_cuda, DIRECT_ARGS)]
     for bad in BAD_ARGS if bad[0] in names]
 
@@ -191,7 +301,7 @@ def test_bad_arguments_raise_before_any_work(op, names, bad):
         op(*[args[n] for n in names])  # raises in the front, before any launch: no GPU needed
 
 
-@pytest.mark.parametrize("op, names", [(argmax.gumbel_argmax, SAMPLING_ARGS),
+@pytest.mark.parametrize("op, names", [(argmax.sample_codes, SAMPLING_ARGS),
                                        (argmax.direct_logit_grad, DIRECT_ARGS)])
 def test_cpu_twin_and_launcher_take_the_same_arguments(op, names):
     launcher = getattr(argmax, op.__name__ + "_cuda")
@@ -199,100 +309,27 @@ def test_cpu_twin_and_launcher_take_the_same_arguments(op, names):
     assert list(inspect.signature(launcher).parameters) == names + ["stream"]
 
 
-class RecordingKernel:
-    """Stands in for a CUDA kernel: records the launch configuration and argument types."""
-
-    def __init__(self):
-        self.launches = []
-
-    def __getitem__(self, config):
-        return lambda *args: self.launches.append((config, tuple(typeof(a) for a in args)))
-
-
-@pytest.mark.parametrize("eps_form", ["float", "array"])
-@pytest.mark.parametrize("two_sided", [False, True])
-def test_launchers_pass_the_registered_types(monkeypatch, two_sided, eps_form):
-    registered = {kernel.py_func.__name__: {tuple(s) for s in sigs}
-                  for kernel, sigs in argmax.CUDA_KERNELS}
-    args = valid_args(B=100, M=1, N=20, K=10)
-    args["two_sided"] = two_sided
-    direct_kernel = "direct_logit_grad_kernel"
-    if eps_form == "array":
-        import dvae_cupy.kernels.rng as rng  # scalar_array's check: NumPy stands in for CuPy
-
-        monkeypatch.setattr(rng, "cupy_usable", lambda: False)
-        args["eps"] = np.full(1, 0.5, np.float32)
-        direct_kernel = "direct_logit_grad_eps_array_kernel"
-    for name, kernel, names, threads in [
-            ("gumbel_argmax", "gumbel_argmax_kernel", SAMPLING_ARGS, 100 * 20),
-            ("direct_logit_grad", direct_kernel, DIRECT_ARGS, 100 * 20)]:
-        recorder = RecordingKernel()
-        monkeypatch.setattr(argmax, kernel, recorder)
-        getattr(argmax, name + "_cuda")(*[args[n] for n in names], stream=0)
-        (config, types), = recorder.launches
-        assert types in registered[kernel], (kernel, types)
-        blocks, block, stream = config
-        assert blocks * block >= threads > (blocks - 1) * block and stream == 0
-
-
-# ---------------------------------------------------------------------------------------------
-# eps as a 1-element float32 array (read at run time, for CUDA graphs)
-
-
-@pytest.mark.parametrize("two_sided", [False, True], ids=["one-sided", "two-sided"])
-@pytest.mark.parametrize("M", [1, 3])
-def test_eps_array_and_eps_number_give_identical_grads(two_sided, M):
-    B, N, K = 30, 6, 5
-    rng = np.random.default_rng([M, two_sided, 7])
-    logits, gumbel, losses = untied_sampling(rng, B, M, N, K, eps=0.3)
-    codes = np.empty((B * M, N), dtype=np.int32)
-    argmax.gumbel_argmax(logits, gumbel, K, M, codes)
-    grad0 = rng.normal(size=(B, N * K)).astype(np.float32)
-    # eps not exact in float32 (0.3, 1/3, 0.1 ...) and exact (0.5); grad_scales like 1 / batch
-    for eps in [0.3, 1 / 3, 0.1, 0.5, 0.987654321, 0.1 * np.exp(-0.05)]:
-        for grad_scale in [1.0, 1 / 100, 1 / 128, 0.37]:
-            by_number, by_array = grad0.copy(), grad0.copy()
-            argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, grad_scale,
-                                     two_sided, by_number)
-            eps_array = np.array([eps], np.float32)
-            argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps_array, grad_scale,
-                                     two_sided, by_array)
-            assert (by_number != grad0).any()
-            np.testing.assert_array_equal(by_array, by_number)
-            assert eps_array[0] == np.float32(eps)  # read, not written
-
-
-def test_direct_step_is_made_from_the_float32_eps():
-    # the step's float64 arithmetic starts from float32(eps), the eps the arg maxes use, so that
-    # a float32 device eps gives the same step as a number
-    for eps in [0.3, 1 / 3, 0.1, 0.5, 2.0 ** -10, 0.777]:
-        for M in [1, 3]:
-            for two_sided in [False, True]:
-                got = argmax.direct_step(0.01, np.float32(eps), np.int32(M), two_sided)
-                expected = np.float32(0.01 / ((2.0 if two_sided else 1.0)
-                                              * float(np.float32(eps)) * M))
-                assert got == expected, (eps, M, two_sided)
-                scalars = argmax._direct_scalars(5, M, eps, 0.01, two_sided)[1]
-                assert type(scalars[3]) is np.float32 and scalars[3] == expected
-
-
-@pytest.mark.parametrize("bad", [0.0, -0.5, np.inf, np.nan])
-def test_cpu_twin_checks_the_eps_array_value(bad):
-    # the CPU twin reads host memory and checks eps[0] like a number (the launcher cannot: no sync)
+def test_launchers_refuse_host_scalar_arrays_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(_cuda, "cupy_usable", lambda: True)
     args = valid_args()
-    args["eps"] = np.array([bad], np.float32)
-    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
-        argmax.direct_logit_grad(*[args[n] for n in DIRECT_ARGS])
-
-
-def test_launcher_refuses_a_host_eps_array_on_a_gpu(monkeypatch):
-    import dvae_cupy.kernels.rng as rng
-
-    monkeypatch.setattr(rng, "cupy_usable", lambda: True)
-    args = valid_args()
-    args["eps"] = np.array([0.5], np.float32)
     with pytest.raises(ValueError, match="eps must be a device array"):
         argmax.direct_logit_grad_cuda(*[args[n] for n in DIRECT_ARGS])
+    with pytest.raises(ValueError, match="counter must be a device array"):
+        argmax.sample_codes_cuda(*[args[n] for n in SAMPLING_ARGS])
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_launchers_pass_the_registered_types(monkeypatch, two_sided, per_image):
+    as_if_no_gpu(monkeypatch)
+    args = valid_args(B=100, M=1, N=20, K=10)
+    args["two_sided"], args["per_image"] = two_sided, per_image
+    for name, names in [("sample_codes", SAMPLING_ARGS), ("direct_logit_grad", DIRECT_ARGS)]:
+        launches = record_launches(monkeypatch, argmax, name + "_kernel")
+        getattr(argmax, name + "_cuda")(*[args[n] for n in names], stream=0)
+        (config, types), = launches
+        assert types in registered(argmax)[name + "_kernel"], (name, types)
+        assert covers(config, 100 * 20)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,36 +343,29 @@ def test_cuda_matches_cpu_on_gpu():
 
     rng = np.random.default_rng(5)
     for B, M, N, K in [(1, 1, 1, 2), (100, 1, 20, 10), (100, 3, 1, 10), (33, 2, 7, 3)]:
-        logits, gumbel, losses = untied_sampling(rng, B, M, N, K)
-        codes = np.empty((B * M, N), np.int32)
-        argmax.gumbel_argmax(logits, gumbel, K, M, codes)
-        d_codes = cupy.full(codes.shape, -1, dtype=cupy.int32)
-        argmax.gumbel_argmax_cuda(cupy.asarray(logits), cupy.asarray(gumbel), K, M, d_codes)
-        np.testing.assert_array_equal(cupy.asnumpy(d_codes), codes)
+        logits = rng.normal(size=(B, N * K)).astype(np.float32)
+        for per_image in (False, True):
+            gumbel, codes = sampled(logits, 9, 2**33 + 1, K, M, per_image)
+            d_gumbel = cupy.full(gumbel.shape, cupy.nan, dtype=cupy.float32)
+            d_codes = cupy.full(codes.shape, -1, dtype=cupy.int32)
+            argmax.sample_codes_cuda(cupy.asarray(logits), 9, cupy.array([2**33 + 1], cupy.uint64),
+                                     K, M, per_image, d_gumbel, d_codes)
+            # libdevice's log may differ by an ulp: rare arg max ties may then differ too
+            np.testing.assert_allclose(cupy.asnumpy(d_gumbel), gumbel, rtol=2e-6, atol=2e-6)
+            assert np.mean(cupy.asnumpy(d_codes) == codes) > 0.999
+        _, gumbel, losses = untied_sampling(rng, B, M, N, K)
+        codes = ref.gumbel_max(*as_reference(logits, gumbel, M, K)).reshape(B * M, N)
+        codes = codes.astype(np.int32)
         for two_sided in (False, True):
-            grad = np.ones((B, N * K), np.float32)
-            argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, 0.5, 0.01, two_sided,
-                                     grad)
-            d_grad = cupy.ones((B, N * K), dtype=cupy.float32)
-            argmax.direct_logit_grad_cuda(cupy.asarray(logits), cupy.asarray(gumbel),
-                                          cupy.asarray(losses), d_codes, K, M, 0.5, 0.01,
-                                          two_sided, d_grad)
-            np.testing.assert_allclose(cupy.asnumpy(d_grad), grad, rtol=1e-6, atol=1e-8)
-            # eps as a device array: the same float64 step arithmetic, identical grads
-            d_grad_eps_array = cupy.ones((B, N * K), dtype=cupy.float32)
-            argmax.direct_logit_grad_cuda(cupy.asarray(logits), cupy.asarray(gumbel),
-                                          cupy.asarray(losses), d_codes, K, M,
-                                          cupy.array([0.5], cupy.float32), 0.01, two_sided,
-                                          d_grad_eps_array)
-            np.testing.assert_array_equal(cupy.asnumpy(d_grad_eps_array), cupy.asnumpy(d_grad))
-            for eps in (0.3, 1 / 3):  # not exact in float32
-                by_number = cupy.ones((B, N * K), dtype=cupy.float32)
-                by_array = cupy.ones((B, N * K), dtype=cupy.float32)
-                args = (cupy.asarray(logits), cupy.asarray(gumbel), cupy.asarray(losses), d_codes,
-                        K, M)
-                argmax.direct_logit_grad_cuda(*args, eps, 0.01, two_sided, by_number)
-                argmax.direct_logit_grad_cuda(*args, cupy.array([eps], cupy.float32), 0.01,
-                                              two_sided, by_array)
-                np.testing.assert_array_equal(cupy.asnumpy(by_array), cupy.asnumpy(by_number))
+            for eps in (0.5, 0.3, 1 / 3):
+                grad = np.ones((B, N * K), np.float32)
+                argmax.direct_logit_grad(logits, gumbel, losses, codes, K, M, eps_array(eps), 0.01,
+                                         two_sided, grad)
+                d_grad = cupy.ones((B, N * K), dtype=cupy.float32)
+                argmax.direct_logit_grad_cuda(cupy.asarray(logits), cupy.asarray(gumbel),
+                                              cupy.asarray(losses), cupy.asarray(codes), K, M,
+                                              cupy.array([eps], cupy.float32), 0.01, two_sided,
+                                              d_grad)
+                np.testing.assert_allclose(cupy.asnumpy(d_grad), grad, rtol=1e-6, atol=1e-8)
     for kernel, sigs in argmax.CUDA_KERNELS:
         assert set(kernel.overloads) <= {tuple(s) for s in sigs}, (kernel, list(kernel.overloads))

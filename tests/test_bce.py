@@ -4,6 +4,9 @@ accuracy of its vectorised float32 exp/log1p bodies (kernels/fastmath_f32.py) on
 The CUDA twins are checked under the simulator (tests/cudasim/test_bce_cuda.py), compiled to PTX
 (tests/test_ptx.py) and, where a GPU is present, on it (the gpu-marked tests below).
 
+bce_rows takes the output bias (logit = out + bias, one float32 add): it is checked against the
+reference with a bias, and bit for bit against the former bias_act-then-bce_rows sequence.
+
 Tolerances: the inputs are float32 and the reference sees the same values in float64, so only
 the kernels' arithmetic is measured: a few float32 roundings per element (softplus <= 3 ulp,
 sigmoid and the gradient <= 2.5 ulp, measured 2.72 and 2.25), ~1e-7 relative. The gradient is
@@ -24,6 +27,7 @@ import pytest
 from dvae_cupy import reference
 from dvae_cupy.kernels import bce, fastmath_f32
 from dvae_cupy.kernels._cuda import cupy_usable
+from launches import as_if_no_gpu, record_launches, registered
 
 GRAD_TOL = dict(rtol=1e-5, atol=1e-12)
 SUM_TOL = dict(rtol=1e-5, atol=1e-6)
@@ -50,10 +54,12 @@ def expected_bce(out, x, samples, grad_scale):
             reference.bce_with_logits_grad(o, targets) * grad_scale)
 
 
-def run_bce(out, x, samples, grad_scale):
+def run_bce(out, x, samples, grad_scale, bias=None):
+    """(loss, grad) of bce_rows; with no bias a zero bias, so that the logits are `out` exactly."""
+    bias = np.zeros(out.shape[1], np.float32) if bias is None else bias
     loss = np.full(out.shape[0], np.nan, dtype=np.float32)
     grad = np.full(out.shape, np.nan, dtype=np.float32)
-    bce.bce_rows(out, x, samples, grad_scale, loss, grad)
+    bce.bce_rows(out, bias, x, samples, grad_scale, loss, grad)
     return loss, grad
 
 
@@ -100,6 +106,40 @@ def test_bce_rows_matches_reference(shape):
     want_loss, want_grad = expected_bce(out, x, samples, 0.01)
     np.testing.assert_allclose(loss, want_loss, **SUM_TOL)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-12 * 0.01)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(100, 1, 784), (50, 2, 784)], ids=str)
+def test_bce_rows_with_bias_matches_reference(shape):
+    # the logit is out + bias, one float32 add: the reference sees that rounded sum
+    rng = np.random.default_rng(sum(shape) + 1)
+    batch, samples, pixels = shape
+    out, x = make_case(rng, batch, samples, pixels)
+    bias = rng.standard_normal(pixels).astype(np.float32)
+    out_before = out.copy()
+    loss, grad = run_bce(out, x, samples, 0.01, bias)
+    np.testing.assert_array_equal(out, out_before)  # out is not modified when grad is not out
+    want_loss, want_grad = expected_bce(out + bias, x, samples, 0.01)
+    np.testing.assert_allclose(loss, want_loss, **SUM_TOL)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-12 * 0.01)
+
+
+@pytest.mark.parametrize("shape", [(100, 1, 784), (50, 2, 784), (1, 1, 1), (4, 3, 13),
+                                   (2, 2, 1500)], ids=str)
+def test_bias_is_the_former_bias_act_bit_for_bit(shape):
+    # the sequence it replaces: bias_act(out, bias, relu=False), i.e. out + bias in float32 (as
+    # NumPy adds it), then bce_rows on those logits (here: with a zero bias, which adds nothing)
+    rng = np.random.default_rng(sum(shape) + 2)
+    batch, samples, pixels = shape
+    out, x = make_case(rng, batch, samples, pixels, scale=8.0)
+    bias = (rng.standard_normal(pixels) * 3).astype(np.float32)
+    loss, grad = run_bce(out, x, samples, 1.0 / (batch * samples), bias)
+    want_loss, want_grad = run_bce(out + bias, x, samples, 1.0 / (batch * samples))
+    np.testing.assert_array_equal(loss.view(np.uint32), want_loss.view(np.uint32))
+    np.testing.assert_array_equal(grad.view(np.uint32), want_grad.view(np.uint32))
+    in_place, in_place_loss = out.copy(), np.empty_like(loss)
+    bce.bce_rows(in_place, bias, x, samples, 1.0 / (batch * samples), in_place_loss, in_place)
+    np.testing.assert_array_equal(in_place_loss.view(np.uint32), want_loss.view(np.uint32))
+    np.testing.assert_array_equal(in_place.view(np.uint32), want_grad.view(np.uint32))
 
 
 def test_rows_use_their_own_target():
@@ -165,31 +205,37 @@ def test_grad_in_place_over_out():
     out, x = make_case(rng, 3, 2, 40)
     want_loss, want_grad = expected_bce(out, x, 2, 0.1)
     loss = np.empty(6, dtype=np.float32)
-    bce.bce_rows(out, x, 2, 0.1, loss, out)  # grad is out: each element read before written
+    bce.bce_rows(out, np.zeros(40, np.float32), x, 2, 0.1, loss, out)  # grad is out: each
+    # element read before it is written
     np.testing.assert_allclose(loss, want_loss, **SUM_TOL)
     np.testing.assert_allclose(out, want_grad, rtol=1e-5, atol=1e-13)
 
 
 def test_bce_rows_rejects_bad_arguments():
     out = np.zeros((4, 5), dtype=np.float32)
+    bias = np.zeros(5, dtype=np.float32)
     x = np.zeros((2, 5), dtype=np.float32)
     loss = np.zeros(4, dtype=np.float32)
     grad = np.zeros((4, 5), dtype=np.float32)
-    bce.bce_rows(out, x, 2, 1.0, loss, grad)  # the good call
+    bce.bce_rows(out, bias, x, 2, 1.0, loss, grad)  # the good call
     bad = [
-        ((out.astype(np.float64), x, 2, 1.0, loss, grad), "out"),
-        ((out, x.astype(np.float64), 2, 1.0, loss, grad), "x"),
-        ((out, x, 1, 1.0, loss, grad), "R = B\\*M"),
-        ((out, x, 0, 1.0, loss, grad), "samples_per_target"),
-        ((out, np.zeros((2, 6), np.float32), 2, 1.0, loss, grad), "x"),
-        ((out, x, 2, 1.0, np.zeros(3, np.float32), grad), "loss"),
-        ((out, x, 2, 1.0, loss, np.zeros((4, 6), np.float32)), "grad"),
-        ((out, x, 2, 1.0, loss, np.zeros((4, 10), np.float32)[:, ::2]), "grad"),
-        ((out, x, 2, 1.0, loss.reshape(4, 1), grad), "loss"),
+        ((out.astype(np.float64), bias, x, 2, 1.0, loss, grad), "out must be float32"),
+        ((out, bias.astype(np.float64), x, 2, 1.0, loss, grad), "bias must be float32"),
+        ((out, np.zeros(6, np.float32), x, 2, 1.0, loss, grad), "bias must have shape"),
+        ((out, bias.reshape(1, 5), x, 2, 1.0, loss, grad), "bias must be 1-D"),
+        ((out, bias, x.astype(np.float64), 2, 1.0, loss, grad), "x must be float32"),
+        ((out, bias, x, 1, 1.0, loss, grad), "R = B\\*M"),
+        ((out, bias, x, 0, 1.0, loss, grad), "samples_per_target"),
+        ((out, bias, np.zeros((2, 6), np.float32), 2, 1.0, loss, grad), "x must have 5 columns"),
+        ((out, bias, x, 2, 1.0, np.zeros(3, np.float32), grad), "loss must have shape"),
+        ((out, bias, x, 2, 1.0, loss, np.zeros((4, 6), np.float32)), "grad must have shape"),
+        ((out, bias, x, 2, 1.0, loss, np.zeros((4, 10), np.float32)[:, ::2]), "grad must be C-"),
+        ((out, bias, x, 2, 1.0, loss.reshape(4, 1), grad), "loss must be 1-D"),
     ]
-    for args, name in bad:
-        with pytest.raises(ValueError, match=name):
-            bce.bce_rows(*args)
+    for op in (bce.bce_rows, bce.bce_rows_cuda):
+        for args, message in bad:
+            with pytest.raises(ValueError, match=message):
+                op(*args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +421,7 @@ def test_cpu_loops_are_vectorised():
     out = np.zeros((2, 40), np.float32)
     run_bce(out, np.zeros((1, 40), np.float32), 2, 1.0)
     bce.softplus_row_sums(out, np.zeros(40, np.float32), np.zeros(2, np.float32))
-    for fn in (bce.bce_rows_njit, bce.softplus_row_sums_njit):
+    for fn in (bce.bce_rows_njit, bce.softplus_row_sum):
         for sig in fn.signatures:
             asm = fn.inspect_asm(sig)
             assert re.search(r"\bv?divps\b", asm), fn
@@ -386,17 +432,20 @@ def test_cpu_loops_are_vectorised():
 # The launchers' argument types are the registered ones (what test_ptx compiles)
 
 
-def test_launch_arguments_type_as_registered():
-    from numba import typeof
-
-    rows = typeof(np.zeros((4, 3), np.float32))
-    vec = typeof(np.zeros(4, np.float32))
-    launched = {
-        bce.bce_rows_kernel: (rows, rows, typeof(np.int32(2)), typeof(np.float32(1)), vec, rows),
-        bce.softplus_row_sums_kernel: (rows, vec, vec),
-    }
-    for kernel, sigs in bce.CUDA_KERNELS:
-        assert launched[kernel] in [tuple(s) for s in sigs], kernel
+def test_launch_arguments_type_as_registered(monkeypatch):
+    # what the launchers would launch with is a registered signature (what test_ptx compiles),
+    # on one block of THREADS per row
+    as_if_no_gpu(monkeypatch)
+    out, bias = np.zeros((6, 3), np.float32), np.zeros(3, np.float32)
+    x, rows = np.zeros((3, 3), np.float32), np.zeros(6, np.float32)
+    for name, launch in [
+            ("bce_rows_kernel", lambda: bce.bce_rows_cuda(out, bias, x, 2, 0.5, rows, out.copy())),
+            ("softplus_row_sums_kernel", lambda: bce.softplus_row_sums_cuda(out, bias, rows))]:
+        launches = record_launches(monkeypatch, bce, name)
+        launch()
+        (config, types), = launches
+        assert types in registered(bce)[name], name
+        assert config == (6, bce.THREADS, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,13 +460,14 @@ def test_cuda_matches_cpu_on_gpu():
     rng = np.random.default_rng(0)
     for batch, samples, pixels in [(1, 1, 1), (3, 2, 784), (50, 2, 784), (2, 1, 300)]:
         out, x = make_case(rng, batch, samples, pixels, scale=30.0)
-        loss, grad = run_bce(out, x, samples, 0.01)
+        bias = rng.standard_normal(pixels).astype(np.float32)
+        loss, grad = run_bce(out, x, samples, 0.01, bias)
         d_loss = cupy.empty(loss.shape, cupy.float32)
         d_grad = cupy.empty(grad.shape, cupy.float32)
-        bce.bce_rows_cuda(cupy.asarray(out), cupy.asarray(x), samples, 0.01, d_loss, d_grad)
+        bce.bce_rows_cuda(cupy.asarray(out), cupy.asarray(bias), cupy.asarray(x), samples, 0.01,
+                          d_loss, d_grad)
         np.testing.assert_allclose(cupy.asnumpy(d_loss), loss, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(cupy.asnumpy(d_grad), grad, rtol=1e-5, atol=1e-12)
-        bias = rng.standard_normal(pixels).astype(np.float32)
         sums = np.empty(out.shape[0], np.float32)
         bce.softplus_row_sums(out, bias, sums)
         d_sums = cupy.empty_like(d_loss)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from dvae_cupy.kernels import rng
+from dvae_cupy.kernels import _cuda
 from dvae_cupy.kernels._cuda import cupy_usable, launch_1d
+from launches import as_if_no_gpu, covers, record_launches, registered
 
 # ---------------------------------------------------------------------------------------------
 # Independent NumPy Philox4x32-10 (uint64 arrays holding 32-bit words)
@@ -32,14 +34,15 @@ def numpy_philox4x32_10(ctr, key):
     return c0, c1, c2, c3
 
 
-def numpy_philox_words(seed, step, idx):
+def numpy_philox_words(seed, counter, idx):
     """The documented stream layout: word i % 4 of Philox(counter(i // 4, step), key(seed))."""
     idx = np.asarray(idx, dtype=np.uint64)
-    seed, step = np.uint64(seed), np.uint64(step)
+    seed, counter = np.uint64(seed), np.uint64(counter)
     block = idx >> np.uint64(2)
     ones = np.ones_like(idx)
     words = numpy_philox4x32_10(
-        (block & M32, block >> np.uint64(32), ones * (step & M32), ones * (step >> np.uint64(32))),
+        (block & M32, block >> np.uint64(32), ones * (counter & M32),
+         ones * (counter >> np.uint64(32))),
         (ones * (seed & M32), ones * (seed >> np.uint64(32))))
     return np.choose((idx & np.uint64(3)).astype(np.intp), words).astype(np.uint32)
 
@@ -49,8 +52,13 @@ def float64_gumbel(bits):
     return -np.log(-np.log(u))
 
 
-# (seed, step) pairs: small, and with both high words set to exercise every counter/key word
+# (seed, counter) pairs: small, and with both high words set to exercise every counter/key word
 STREAMS = [(0, 0), (12345, 7), (0xDEADBEEF_0BADF00D, 0x1_00000003)]
+
+
+def counter(value):
+    return np.array([value], np.uint64)
+
 
 # ---------------------------------------------------------------------------------------------
 # Philox
@@ -72,7 +80,7 @@ def test_philox_known_answers(ctr, key, expected):
 def test_philox_bits_match_numpy(seed, step):
     n = 4099  # not a multiple of 4: the last Philox block is partly used
     out = np.empty(n, dtype=np.uint32)
-    rng.philox_bits(seed, step, out)
+    rng.philox_bits(seed, counter(step), out)
     np.testing.assert_array_equal(out, numpy_philox_words(seed, step, np.arange(n)))
 
 
@@ -89,7 +97,7 @@ def test_streams_differ():
     outs = {}
     for seed, step in [(1, 0), (1, 1), (2, 0), (2**32 + 1, 0), (1, 2**32)]:
         outs[seed, step] = np.empty(n, dtype=np.uint32)
-        rng.philox_bits(seed, step, outs[seed, step])
+        rng.philox_bits(seed, counter(step), outs[seed, step])
     keys = list(outs)
     for a in range(len(keys)):
         for b in range(a + 1, len(keys)):
@@ -100,9 +108,24 @@ def test_streams_differ():
 def test_same_stream_is_reproducible_in_any_shape():
     flat = np.empty(6 * 7 * 5, dtype=np.uint32)
     cube = np.empty((6, 7, 5), dtype=np.uint32)
-    rng.philox_bits(9, 4, flat)
-    rng.philox_bits(9, 4, cube)
+    rng.philox_bits(9, counter(4), flat)
+    rng.philox_bits(9, counter(4), cube)
     np.testing.assert_array_equal(cube.ravel(), flat)
+
+
+def test_counter_is_read_at_each_call():
+    # the value in the array at the call decides the stream, exactly (2**53 + k: no float detour);
+    # the op reads the counter and never writes it
+    c = counter(2**53 + 1)
+    bits = np.empty(50, np.uint32)
+    noise = np.empty(50, np.float32)
+    for value in (2**53 + 1, 2**53 + 2, 2**64 - 1):
+        c[0] = value
+        rng.philox_bits(3, c, bits)
+        np.testing.assert_array_equal(bits, numpy_philox_words(3, value, np.arange(50)))
+        rng.gumbel_noise(3, c, noise)
+        np.testing.assert_allclose(noise, float64_gumbel(bits), rtol=1e-6, atol=1e-6)
+        assert int(c[0]) == value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +136,7 @@ def test_same_stream_is_reproducible_in_any_shape():
 def test_gumbel_matches_float64_from_same_bits(seed, step):
     n = 5003
     g = np.empty(n, dtype=np.float32)
-    rng.gumbel_noise(seed, step, g)
+    rng.gumbel_noise(seed, counter(step), g)
     expected = float64_gumbel(numpy_philox_words(seed, step, np.arange(n)))
     # two float32 logs: ~1e-7 relative each; atol covers g near 0 (u near 1/e)
     np.testing.assert_allclose(g, expected, rtol=1e-6, atol=1e-6)
@@ -130,7 +153,7 @@ def test_gumbel_extreme_bits_are_finite():
 def test_gumbel_distribution():
     stats = pytest.importorskip("scipy.stats")
     g = np.empty((1000, 1000), dtype=np.float32)  # any shape: filled through the flat view
-    rng.gumbel_noise(2024, 11, g)
+    rng.gumbel_noise(2024, counter(11), g)
     assert g.dtype == np.float32 and np.isfinite(g).all()
     x = g.ravel().astype(np.float64)
     n = x.size
@@ -142,136 +165,64 @@ def test_gumbel_distribution():
     assert ks.statistic < 2.0 / math.sqrt(n)
 
 
-def test_non_contiguous_output_is_rejected():
-    out = np.empty((10, 10), dtype=np.float32)[:, ::2]
-    with pytest.raises(ValueError, match="C-contiguous"):
-        rng.gumbel_noise(1, 1, out)
-
-
-class LaunchRecorder:
-    """Stands in for a @cuda.jit kernel: records the launch configuration and argument types."""
-
-    def __init__(self):
-        self.launches = []
-
-    def __getitem__(self, config):
-        from numba import typeof
-
-        return lambda *args: self.launches.append((config, tuple(typeof(a) for a in args)))
-
-
-REGISTERED = {kernel.py_func.__name__: [tuple(s) for s in sigs]
-              for kernel, sigs in rng.CUDA_KERNELS}
-
-
-@pytest.mark.parametrize("op, dtype", [("philox_bits", np.uint32), ("gumbel_noise", np.float32)])
-@pytest.mark.parametrize("step_form", ["int", "array"])
-def test_launch_arguments_type_as_registered(monkeypatch, op, dtype, step_form):
-    # what the launchers pass (np.uint64 scalars or a uint64 step array, 1-D C-contiguous outputs)
-    # is what test_ptx compiles, on a grid covering every element
-    name = op + ("_kernel" if step_form == "int" else "_step_array_kernel")
-    recorder = LaunchRecorder()
-    monkeypatch.setattr(rng, name, recorder)
-    monkeypatch.setattr(rng, "cupy_usable", lambda: False)  # NumPy arrays stand in for device ones
-    step = 2**40 + 3 if step_form == "int" else np.array([2**40 + 3], np.uint64)
-    getattr(rng, op + "_cuda")(0xDEADBEEF_0BADF00D, step, np.empty((3, 100), dtype), stream=0)
-    (config, launched), = recorder.launches
-    assert launched in REGISTERED[name], (name, launched)
-    blocks, threads, stream = config
-    assert blocks * threads >= 300 > (blocks - 1) * threads and stream == 0
-
-
-@pytest.mark.parametrize("dtype", [np.uint64, np.int64])
-def test_advance_counter_launch_types_as_registered(monkeypatch, dtype):
-    recorder = LaunchRecorder()
-    monkeypatch.setattr(rng, "advance_counter_kernel", recorder)
-    monkeypatch.setattr(rng, "cupy_usable", lambda: False)
-    rng.advance_counter_cuda(np.zeros(1, dtype), stream=0)
-    (config, launched), = recorder.launches
-    assert launched in REGISTERED["advance_counter_kernel"], launched
-    assert config == (1, 1, 0)
-
-
 # ---------------------------------------------------------------------------------------------
-# The step as a 1-element uint64 array (read at run time, for CUDA graphs)
+# The fronts: checks, launch types
 
 
-@pytest.mark.parametrize("seed, step", STREAMS)
-def test_step_array_gives_the_same_bits_as_the_int(seed, step):
-    n = 1001
-    for op, dtype in [(rng.philox_bits, np.uint32), (rng.gumbel_noise, np.float32)]:
-        by_int = np.empty(n, dtype)
-        by_array = np.empty(n, dtype)
-        op(seed, step, by_int)
-        op(seed, np.array([step], np.uint64), by_array)
-        np.testing.assert_array_equal(by_array, by_int)  # exactly: the same code on the CPU
+OPS = ["philox_bits", "gumbel_noise", "philox_bits_cuda", "gumbel_noise_cuda"]
 
 
-def test_step_array_is_read_at_each_call_and_advanced_in_place():
-    counter = np.array([2**53 + 1], np.uint64)  # above float64's exact integers: no float detour
-    got = np.empty((4, 25), np.float32)
-    expected = np.empty((4, 25), np.float32)
-    for step in (2**53 + 1, 2**53 + 2, 2**53 + 3):
-        rng.gumbel_noise(77, counter, got)
-        rng.gumbel_noise(77, step, expected)
-        np.testing.assert_array_equal(got, expected)
-        rng.advance_counter(counter)
-    assert int(counter[0]) == 2**53 + 4
+def out_for(op, shape=8):
+    return np.zeros(shape, np.uint32 if op.startswith("philox") else np.float32)
 
 
-def test_advance_counter():
-    counter = np.array([2**63 + 5], np.uint64)
-    rng.advance_counter(counter)
-    assert counter.dtype == np.uint64 and int(counter[0]) == 2**63 + 6
-    counter = np.array([2**64 - 1], np.uint64)
-    rng.advance_counter(counter)  # wraps, as uint64 does on the GPU
-    assert int(counter[0]) == 0
-    counter = np.array([41], np.int64)
-    rng.advance_counter(counter)
-    assert counter.dtype == np.int64 and int(counter[0]) == 42
+@pytest.mark.parametrize("op", OPS)
+def test_non_contiguous_output_is_rejected(op):
+    out = out_for(op, (10, 10))[:, ::2]
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        getattr(rng, op)(1, counter(1), out)
 
 
-BAD_STEPS = [np.zeros(1, np.int64), np.zeros(1, np.uint32), np.zeros(1, np.float64),
-             np.zeros(2, np.uint64), np.zeros((1, 1), np.uint64), np.zeros((), np.uint64)]
+@pytest.mark.parametrize("op", OPS)
+def test_output_of_the_wrong_dtype_is_rejected(op):
+    out = np.zeros(8, np.float64)
+    with pytest.raises(ValueError, match="out must be"):
+        getattr(rng, op)(1, counter(1), out)
 
 
-@pytest.mark.parametrize("op", ["philox_bits", "gumbel_noise", "philox_bits_cuda",
-                                "gumbel_noise_cuda"])
-@pytest.mark.parametrize("bad", BAD_STEPS, ids=lambda a: f"{a.dtype}{a.shape}")
-def test_bad_step_arrays_are_named(op, bad):
-    dtype = np.uint32 if op.startswith("philox") else np.float32
-    out = np.zeros(8, dtype)
-    with pytest.raises(ValueError, match="step given as an array must be a 1-element 1-D uint64"):
+BAD_COUNTERS = [3, np.uint64(3), np.zeros(1, np.int64), np.zeros(1, np.uint32),
+                np.zeros(1, np.float64), np.zeros(2, np.uint64), np.zeros((1, 1), np.uint64),
+                np.zeros((), np.uint64)]
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("bad", BAD_COUNTERS, ids=repr)
+def test_bad_counters_are_named(op, bad):
+    out = out_for(op)
+    with pytest.raises(ValueError, match="counter must be a 1-element 1-D uint64 array"):
         getattr(rng, op)(1, bad, out)  # raises before any launch: no GPU needed
     assert not out.any()
 
 
-@pytest.mark.parametrize("op", ["advance_counter", "advance_counter_cuda"])
-@pytest.mark.parametrize("bad", [np.zeros(1, np.uint32), np.zeros(1, np.float64),
-                                 np.zeros(2, np.int64), np.zeros((), np.uint64), 3,
-                                 np.uint64(3)], ids=repr)
-def test_bad_counters_are_named(op, bad):
-    with pytest.raises(ValueError, match="counter"):
-        getattr(rng, op)(bad)
-
-
-def test_launchers_refuse_host_step_arrays_on_a_gpu(monkeypatch):
+def test_launchers_refuse_host_counters_on_a_gpu(monkeypatch):
     # with a GPU in use, Numba would copy a NumPy array to the device and back: a hidden sync
-    monkeypatch.setattr(rng, "cupy_usable", lambda: True)
-    with pytest.raises(ValueError, match="step must be a device array"):
-        rng.gumbel_noise_cuda(1, np.zeros(1, np.uint64), np.zeros(4, np.float32))
+    monkeypatch.setattr(_cuda, "cupy_usable", lambda: True)
     with pytest.raises(ValueError, match="counter must be a device array"):
-        rng.advance_counter_cuda(np.zeros(1, np.uint64))
+        rng.gumbel_noise_cuda(1, counter(0), np.zeros(4, np.float32))
 
 
-def test_scalar_array():
-    assert rng.scalar_array("x", 3, np.uint64) is None
-    assert rng.scalar_array("x", np.uint64(3), np.uint64) is None  # a NumPy scalar is a number
-    assert rng.scalar_array("x", 0.5, np.float32) is None
-    a = np.zeros(1, np.float32)
-    assert rng.scalar_array("x", a, np.float32) is a
-    with pytest.raises(ValueError, match="^x given as an array"):
-        rng.scalar_array("x", a, np.float64)
+@pytest.mark.parametrize("op, dtype", [("philox_bits", np.uint32), ("gumbel_noise", np.float32)])
+def test_launch_arguments_type_as_registered(monkeypatch, op, dtype):
+    # what the launchers pass (an np.uint64 seed, the uint64 counter array, a 1-D C-contiguous
+    # output) is what test_ptx compiles, on a grid covering every element
+    name = op + "_kernel"
+    launches = record_launches(monkeypatch, rng, name)
+    as_if_no_gpu(monkeypatch)
+    getattr(rng, op + "_cuda")(0xDEADBEEF_0BADF00D, counter(2**40 + 3), np.empty((3, 100), dtype),
+                               stream=0)
+    (config, launched), = launches
+    assert launched in registered(rng)[name], (name, launched)
+    assert covers(config, 300)
 
 
 def test_launch_1d():
@@ -291,35 +242,28 @@ def test_launch_1d():
 def test_cuda_matches_cpu_on_gpu():
     import cupy
 
+    seed = 0xDEADBEEF_0BADF00D
     for shape in [(1,), (1000,), (33, 257), (100, 20, 10)]:
         bits = cupy.empty(shape, dtype=cupy.uint32)
         noise = cupy.empty(shape, dtype=cupy.float32)
-        rng.philox_bits_cuda(0xDEADBEEF_0BADF00D, 5, bits)
-        rng.gumbel_noise_cuda(0xDEADBEEF_0BADF00D, 5, noise)
+        d_counter = cupy.array([5], dtype=cupy.uint64)
+        rng.philox_bits_cuda(seed, d_counter, bits)
+        rng.gumbel_noise_cuda(seed, d_counter, noise)
         cpu_bits = np.empty(shape, dtype=np.uint32)
         cpu_noise = np.empty(shape, dtype=np.float32)
-        rng.philox_bits(0xDEADBEEF_0BADF00D, 5, cpu_bits)
-        rng.gumbel_noise(0xDEADBEEF_0BADF00D, 5, cpu_noise)
+        rng.philox_bits(seed, counter(5), cpu_bits)
+        rng.gumbel_noise(seed, counter(5), cpu_noise)
         np.testing.assert_array_equal(cupy.asnumpy(bits), cpu_bits)
         np.testing.assert_allclose(cupy.asnumpy(noise), cpu_noise, rtol=2e-6, atol=2e-6)
-        # the step as a device array, advanced on the device: the same bits as the int step
-        int_noise = cupy.asnumpy(noise)
-        counter = cupy.array([4], dtype=cupy.uint64)
-        rng.advance_counter_cuda(counter)
-        bits[...] = 0
-        noise[...] = 0
-        rng.philox_bits_cuda(0xDEADBEEF_0BADF00D, counter, bits)
-        rng.gumbel_noise_cuda(0xDEADBEEF_0BADF00D, counter, noise)
+        # the counter is read on the device at each launch
+        d_counter[...] = 2**53 + 1
+        rng.philox_bits_cuda(seed, d_counter, bits)
+        rng.philox_bits(seed, counter(2**53 + 1), cpu_bits)
         np.testing.assert_array_equal(cupy.asnumpy(bits), cpu_bits)
-        np.testing.assert_array_equal(cupy.asnumpy(noise), int_noise)
-        for dtype in (cupy.uint64, cupy.int64):
-            big = cupy.array([2**62 + 1], dtype=dtype)
-            rng.advance_counter_cuda(big)
-            assert int(big.get()[0]) == 2**62 + 2
     kat = cupy.zeros(4, dtype=cupy.uint32)
-    rng.philox_bits_cuda(0, 0, kat)  # elements 0..3 of stream (0, 0): Philox(counter 0, key 0)
+    rng.philox_bits_cuda(0, cupy.zeros(1, cupy.uint64), kat)  # Philox(counter 0, key 0)
     assert [int(w) for w in cupy.asnumpy(kat)] == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
     # the launchers compile exactly the signatures registered for the PTX test
     for kernel, sigs in rng.CUDA_KERNELS:
-        registered = {tuple(s) for s in sigs}
-        assert set(kernel.overloads) <= registered, (kernel, list(kernel.overloads))
+        registered_sigs = {tuple(s) for s in sigs}
+        assert set(kernel.overloads) <= registered_sigs, (kernel, list(kernel.overloads))

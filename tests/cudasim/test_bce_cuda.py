@@ -1,6 +1,6 @@
 """kernels/bce.py's CUDA twins under the CUDA simulator, against the CPU twins.
 
-One block of bce.THREADS (128) threads per row: the shapes cover D = 1, D < 128 (most threads
+One block of bce.THREADS (128) threads per row (logits out + bias): the shapes cover D = 1, D < 128 (most threads
 idle), D = 128 (one full pass), D = 300 (two full passes and a partial one), and M > 1 (the
 row -> target index r // M). Small shapes: the simulator runs each thread as a Python thread.
 The simulator runs the same float32 @njit bodies as the CPU twin (kernels/fastmath_f32.py's
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dvae_cupy.kernels import bce
+from launches import record_launches
 
 # (B, M, D)
 SHAPES = [(1, 1, 1), (2, 1, 7), (1, 1, 128), (1, 2, 300)]
@@ -26,13 +27,15 @@ def make_case(rng, batch, samples, pixels, large=False):
     return out.astype(np.float32), x
 
 
-def both(out, x, samples, grad_scale):
-    """(CPU loss, CPU grad, CUDA loss, CUDA grad), the CUDA outputs pre-filled with nan."""
+def both(out, x, samples, grad_scale, bias=None):
+    """(CPU loss, CPU grad, CUDA loss, CUDA grad), the CUDA outputs pre-filled with nan; a zero
+    bias unless one is given."""
     rows = out.shape[0]
+    bias = np.zeros(out.shape[1], np.float32) if bias is None else bias
     cpu_loss, cpu_grad = np.empty(rows, np.float32), np.empty(out.shape, np.float32)
-    bce.bce_rows(out, x, samples, grad_scale, cpu_loss, cpu_grad)
+    bce.bce_rows(out, bias, x, samples, grad_scale, cpu_loss, cpu_grad)
     loss, grad = np.full(rows, np.nan, np.float32), np.full(out.shape, np.nan, np.float32)
-    bce.bce_rows_cuda(out, x, samples, grad_scale, loss, grad)
+    bce.bce_rows_cuda(out, bias, x, samples, grad_scale, loss, grad)
     return cpu_loss, cpu_grad, loss, grad
 
 
@@ -41,7 +44,10 @@ def test_bce_rows_cuda_matches_cpu(shape):
     batch, samples, pixels = shape
     rng = np.random.default_rng(sum(shape))
     out, x = make_case(rng, batch, samples, pixels)
-    cpu_loss, cpu_grad, loss, grad = both(out, x, samples, 0.01)
+    bias = rng.standard_normal(pixels).astype(np.float32)
+    out_before = out.copy()
+    cpu_loss, cpu_grad, loss, grad = both(out, x, samples, 0.01, bias)
+    np.testing.assert_array_equal(out, out_before)
     np.testing.assert_allclose(loss, cpu_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grad, cpu_grad, rtol=1e-5, atol=1e-14)
 
@@ -60,7 +66,7 @@ def test_bce_rows_cuda_in_place_and_explicit_stream():
     out, x = make_case(rng, 2, 1, 40)
     cpu_loss, cpu_grad, _, _ = both(out, x, 1, 0.5)
     loss = np.empty(2, np.float32)
-    bce.bce_rows_cuda(out, x, 1, 0.5, loss, out, stream=0)  # grad is out
+    bce.bce_rows_cuda(out, np.zeros(40, np.float32), x, 1, 0.5, loss, out, stream=0)  # grad is out
     np.testing.assert_allclose(loss, cpu_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out, cpu_grad, rtol=1e-5, atol=1e-14)
 
@@ -68,7 +74,8 @@ def test_bce_rows_cuda_in_place_and_explicit_stream():
 def test_bce_rows_cuda_rejects_bad_arguments():
     out = np.zeros((4, 5), np.float32)
     with pytest.raises(ValueError, match="R = B"):
-        bce.bce_rows_cuda(out, np.zeros((3, 5), np.float32), 1, 1.0, np.zeros(4, np.float32), out)
+        bce.bce_rows_cuda(out, np.zeros(5, np.float32), np.zeros((3, 5), np.float32), 1, 1.0,
+                          np.zeros(4, np.float32), out)
 
 
 @pytest.mark.parametrize("rows, pixels", [(1, 1), (2, 7), (2, 300)], ids=str)
@@ -107,3 +114,14 @@ def test_edge_logits_cuda_match_cpu():
     sums = np.full(4, np.nan, np.float32)
     bce.softplus_row_sums_cuda(out, bias, sums)
     np.testing.assert_allclose(sums, cpu, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_rows_launch_nothing(monkeypatch):
+    bce_rows = record_launches(monkeypatch, bce, "bce_rows_kernel")
+    sums = record_launches(monkeypatch, bce, "softplus_row_sums_kernel")
+    for rows in (0, 1):
+        out, bias = np.zeros((rows, 3), np.float32), np.zeros(3, np.float32)
+        loss = np.zeros(rows, np.float32)
+        bce.bce_rows_cuda(out, bias, np.zeros((rows, 3), np.float32), 1, 1.0, loss, out.copy())
+        bce.softplus_row_sums_cuda(out, bias, loss)
+        assert len(bce_rows) == len(sums) == rows  # none for 0 rows; the recorders stand in

@@ -3,12 +3,14 @@
 Every target adds the same float32 terms in the same order (no products to fuse), so the
 launchers' outputs must equal the CPU twins' bit for bit. Small shapes (a simulated thread is a
 Python thread), including R = 1, K = 2, N = 1 and N > 1, H = 7 and H = 300 (the gather's two
-blocks, the second partly idle), and R = 0 (the scatter still zeroes grad_weight).
+blocks, the second partly idle; the scatter's N*K*H + H threads likewise), and R = 0 (the
+scatter still zeroes its outputs).
 """
 import numpy as np
 import pytest
 
 from dvae_cupy.kernels import onehot_linear as ops
+from launches import record_launches
 
 # (R, N, K, H)
 CASES = [(1, 1, 2, 7), (1, 2, 2, 300), (4, 3, 5, 7), (9, 1, 3, 11), (2, 4, 2, 1)]
@@ -22,42 +24,57 @@ def random_case(R, N, K, H, seed):
             rng.standard_normal((R, H)).astype(np.float32))
 
 
+def both(op, *inputs, outputs):
+    """The CPU twin's and the launcher's outputs (nan-filled arrays of the given shapes)."""
+    results = []
+    for fn in (getattr(ops, op), getattr(ops, op + "_cuda")):
+        out = [np.full(shape, np.nan, np.float32) for shape in outputs]
+        fn(*inputs, *out)
+        results.append(out)
+    return results
+
+
 @pytest.mark.parametrize("R, N, K, H", CASES, ids=str)
 def test_gather_rows_sum_cuda_equals_cpu(R, N, K, H):
     weight, bias, codes, _ = random_case(R, N, K, H, seed=R + H)
-    expected = np.empty((R, H), np.float32)
-    ops.gather_rows_sum(weight, bias, codes, K, expected)
-    got = np.full((R, H), np.nan, np.float32)
-    ops.gather_rows_sum_cuda(weight, bias, codes, K, got)
-    np.testing.assert_array_equal(got, expected)
+    expected, got = both("gather_rows_sum", weight, bias, codes, K, outputs=[(R, H), (R, H)])
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
-@pytest.mark.parametrize("R, N, K, H", CASES, ids=str)
+@pytest.mark.parametrize("R, N, K, H", CASES + [(0, 2, 3, 4)], ids=str)
 def test_scatter_rows_add_cuda_equals_cpu(R, N, K, H):
-    weight, _, codes, grad_out = random_case(R, N, K, H, seed=R * H)
-    expected = np.empty_like(weight)
-    ops.scatter_rows_add(grad_out, codes, K, expected)
-    got = np.full_like(weight, np.nan)
-    ops.scatter_rows_add_cuda(grad_out, codes, K, got)
-    np.testing.assert_array_equal(got, expected)
+    weight, bias, codes, grad_out = random_case(R, N, K, H, seed=R * H)
+    hidden = np.maximum(grad_out[::-1] + 0.3, 0).astype(np.float32)  # some units off
+    grad_out_before = grad_out.copy()
+    expected, got = both("scatter_rows_add", grad_out, hidden, codes, K,
+                         outputs=[weight.shape, (H,)])
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    np.testing.assert_array_equal(grad_out, grad_out_before)
+    if R == 0:
+        assert (got[0] == 0).all() and (got[1] == 0).all()
 
 
 def test_scatter_many_rows_into_one():
-    # every row on one code: one thread per column sums all R rows, in order
+    # every row on one code: each grad_weight thread sums all R rows, in order
     R, N, K, H = 40, 2, 3, 5
     weight, _, _, grad_out = random_case(R, N, K, H, seed=3)
     codes = np.full((R, N), 1, np.int32)
-    expected = np.empty_like(weight)
-    ops.scatter_rows_add(grad_out, codes, K, expected)
-    got = np.full_like(weight, np.nan)
-    ops.scatter_rows_add_cuda(grad_out, codes, K, got, stream=0)
-    np.testing.assert_array_equal(got, expected)
+    hidden = np.ones((R, H), np.float32)
+    expected, got = both("scatter_rows_add", grad_out, hidden, codes, K,
+                         outputs=[weight.shape, (H,)])
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
 
 
-def test_zero_rows():
+def test_zero_rows_gather_launches_nothing(monkeypatch):
+    launches = record_launches(monkeypatch, ops, "gather_rows_sum_kernel")
     weight, bias, _, _ = random_case(1, 2, 3, 4, seed=0)
-    codes = np.empty((0, 2), np.int32)
-    ops.gather_rows_sum_cuda(weight, bias, codes, 3, np.empty((0, 4), np.float32))
-    grad_weight = np.full_like(weight, np.nan)
-    ops.scatter_rows_add_cuda(np.empty((0, 4), np.float32), codes, 3, grad_weight)
-    assert (grad_weight == 0).all()
+    empty = np.empty((0, 4), np.float32)
+    ops.gather_rows_sum_cuda(weight, bias, np.empty((0, 2), np.int32), 3, empty, empty.copy())
+    assert launches == []
+    one = np.empty((1, 4), np.float32)
+    ops.gather_rows_sum_cuda(weight, bias, np.zeros((1, 2), np.int32), 3, one, one.copy(),
+                             stream=0)
+    assert len(launches) == 1  # the recorder does stand in for the kernel
