@@ -49,6 +49,20 @@ def train_parser():
     return p
 
 
+def options_table():
+    """The Markdown table of dvae-train's options that README.md shows (a test keeps it equal)."""
+    rows = ["| option | default | what |", "| --- | --- | --- |"]
+    for field in fields(TrainConfig):
+        if "help" not in field.metadata:
+            continue
+        flags = ", ".join(f"`{flag}`" for flag in option_flags(field))
+        default = "" if field.type is bool else f"`{field.default}`"
+        rows.append(f"| {flags} | {default} | {field.metadata['help']} |")
+        if field.name == "out":
+            rows.append("| `--resume` | | continue the run saved in --out |")
+    return "\n".join(rows)
+
+
 def train_main(argv=None):
     args = vars(train_parser().parse_args(argv))
     resume = args.pop("resume")

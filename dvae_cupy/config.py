@@ -3,7 +3,8 @@
 and the options table in README.md (a test keeps it in step).
 
 Each field's metadata says how it appears on the command line:
-    help       the --help text (the default is appended by the parser)
+    help       the --help text (the parser appends the default); for a flag that turns a
+               True default off (progress: --no-progress), it says what the flag does
     flags      the option strings, first the long one; default: --field-name
     choices    allowed values, where there is a fixed list
     group      the --help section
@@ -82,7 +83,7 @@ class TrainConfig:
                               "capture fails)", "run", resumable=True)
     out: str = option("runs/dvae", "output folder (checkpoints, metrics, pictures)", "run",
                       resumable=True)
-    progress: bool = option(True, "show a progress bar", "run", flags=("--no-progress",),
+    progress: bool = option(True, "do not show the progress bar", "run", flags=("--no-progress",),
                             resumable=True)
 
     def __post_init__(self):
