@@ -4,11 +4,13 @@ dvae-train's options are built from TrainConfig's fields (config.py), so the com
 config, the checkpoint's config and README's options table cannot drift apart.
 """
 import argparse
+import signal
 import sys
 import typing
 from dataclasses import MISSING, fields
 
 from .config import TrainConfig
+from .errors import RunInterrupted
 from .train import Trainer
 
 GROUPS = ("data", "model", "estimator", "optimisation", "run")
@@ -63,9 +65,19 @@ def options_table():
     return "\n".join(rows)
 
 
+# Faults a user can cause or meet, reported in one line: bad input (options, data, checkpoints,
+# run folders, a GPU that cannot be used) and failures of the run itself (a full disk, a loss
+# that diverged). Anything else is a bug and keeps its traceback.
+USER_FAULTS = (ValueError, OSError, RuntimeError, FloatingPointError)
+BAD_INPUT, RUN_FAILED = 2, 1
+
+
 def train_main(argv=None):
-    args = vars(train_parser().parse_args(argv))
-    resume = args.pop("resume")
+    parser = train_parser()
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = vars(parser.parse_args(argv))
+    resume, debug = args.pop("resume"), args.pop("debug")
+    stage = BAD_INPUT  # until the first step starts: then a fault is a failure of the run
     try:
         config = TrainConfig.from_dict(args)
         trainer = Trainer(config)
@@ -74,15 +86,20 @@ def train_main(argv=None):
         print(f"training on {trainer.backend.name}: N={config.n_latent} K={config.n_categories} "
               f"estimator={config.estimator}, {len(trainer.train_images)} images, "
               f"{trainer.steps_per_epoch} steps per epoch, output in {config.out}", flush=True)
+        stage = RUN_FAILED
         trainer.run()
         if config.n_latent > 1 and trainer.metrics:
             nll = trainer.evaluate_nll()
             print(f"test NLL bound ({config.nll_samples} importance samples): {nll:.2f}")
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as error:
+    except RunInterrupted as interruption:
+        return 128 + interruption.signum
+    except KeyboardInterrupt:  # before the loop took over SIGINT
+        return 128 + signal.SIGINT
+    except USER_FAULTS as error:
+        if debug:
+            raise
         print(f"dvae-train: error: {error}", file=sys.stderr)
-        return 2
+        return stage
     return 0
 
 

@@ -104,6 +104,10 @@ class TrainConfig:
         for name in ("eps_anneal_rate", "tau_anneal_rate"):
             if not (_is_number(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        for low, high in (("eps_min", "eps0"), ("tau_min", "tau0")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)!r}) must be <= {high} "
+                                 f"({getattr(self, high)!r}): the schedule anneals from {high} down to {low}")
         for name in ("train_subset", "eval_subset"):
             if getattr(self, name) is not None:
                 _check_integer(name, getattr(self, name), 1)

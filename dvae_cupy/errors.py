@@ -18,3 +18,17 @@ class RunFolderError(OSError):
 class GPUUnavailableError(RuntimeError):
     """The GPU backend was asked for and cannot be used; the message names the failing piece
     (CuPy, driver, NVVM, nvJitLink, kernel launch) and, where one exists, the fix."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became non-finite, or grew by orders of magnitude over its running
+    median; the run stopped before saving anything from the diverged state."""
+
+
+class RunInterrupted(Exception):
+    """A signal (SIGINT, SIGTERM) stopped a run between two steps, after its checkpoint was
+    saved. `signum` is the signal; a command exits with 128 + signum."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum = signum

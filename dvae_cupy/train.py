@@ -19,6 +19,7 @@ Files in the output folder:
 import json
 import math
 import signal
+import statistics
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -31,6 +32,7 @@ from .backend import get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, resumable_fields
 from .data import load_dataset
+from .errors import RunInterrupted, TrainingDiverged
 from .evaluate import Evaluator
 from .graph import GraphedStep
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
@@ -68,6 +70,8 @@ class Trainer:
         self.out = Path(config.out)
         self.epoch = 0            # completed epochs
         self.step_in_epoch = 0    # steps done in the current epoch (non-zero after Ctrl-C)
+        self.epoch_loss_sum = 0.0  # the loss sum of those steps, carried through an interruption
+        self.guard = DivergenceGuard(self.out)
         self.best_valid = math.inf
         self.metrics = []
         self.train_step = TrainStep(self.model, config.estimator_config(), config.seed,
@@ -148,8 +152,13 @@ class Trainer:
     def run(self):
         """Train to config.epochs; returns the list of per-epoch metrics.
 
-        Ctrl-C (SIGINT) is taken between two steps, never inside one: the step finishes, a
-        checkpoint is saved, and KeyboardInterrupt is raised for the caller to exit on."""
+        Ctrl-C (SIGINT) and SIGTERM are taken between two steps, never inside one: the step
+        finishes, a checkpoint is saved, and RunInterrupted is raised for the caller to exit on.
+        A run already past config.epochs says so and does nothing."""
+        if self.epoch >= self.config.epochs:
+            self.log(f"nothing to do: the run in {self.out} has done {self.epoch} epochs and "
+                     f"--epochs is {self.config.epochs}; ask for more epochs to continue it")
+            return self.metrics
         self.out.mkdir(parents=True, exist_ok=True)
         # The data set and parameters were uploaded on the default stream; a graph's loop runs
         # on its own stream, which would not wait for them.
@@ -161,9 +170,11 @@ class Trainer:
             while self.epoch < self.config.epochs:
                 if not self.run_epoch(interrupted):
                     self.save_checkpoint()
-                    self.log(f"interrupted at step {self.step}: checkpoint saved to "
-                             f"{self.out / 'checkpoint.h5'}; continue with --resume")
-                    raise KeyboardInterrupt
+                    name = signal.Signals(interrupted()).name
+                    message = (f"{name} at step {self.step}: checkpoint saved to "
+                               f"{self.out / 'checkpoint.h5'}; continue with --resume")
+                    self.log(message)
+                    raise RunInterrupted(interrupted(), message)
         return self.metrics
 
     def run_epoch(self, interrupted=lambda: False):
@@ -172,28 +183,30 @@ class Trainer:
         order = self.epoch_order(self.epoch)
         started = time.perf_counter()
         loss_sum = self.train_step.loss_sum
-        loss_sum[...] = 0
-        first_step = self.step_in_epoch
+        loss_sum[...] = self.epoch_loss_sum  # an interrupted epoch's steps before the interruption
         report_every = max(1, min(200, self.steps_per_epoch // 20))
+        reported, reported_sum = self.step_in_epoch, self.epoch_loss_sum
         with progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{c.epochs}",
-                          enabled=c.progress, initial=first_step) as bar:
+                          enabled=c.progress, initial=self.step_in_epoch) as bar:
             while self.step_in_epoch < self.steps_per_epoch:
                 self.train_on(order, self.step_in_epoch)
                 self.step_in_epoch += 1
-                if self.step_in_epoch % report_every == 0:  # the only host sync inside an epoch
-                    done = self.step_in_epoch - first_step
-                    bar.set_postfix(loss=f"{float(loss_sum[0]) / done:.2f}", refresh=False)
+                first_of_run = self.guard.empty
+                if first_of_run or self.step_in_epoch % report_every == 0:
+                    total = float(loss_sum[0])  # the only host sync inside an epoch
+                    self.guard.check((total - reported_sum) / (self.step_in_epoch - reported), self.step)
+                    reported, reported_sum = self.step_in_epoch, total
+                    bar.set_postfix(loss=f"{total / self.step_in_epoch:.2f}", refresh=False)
                     bar.update(self.step_in_epoch - bar.n)
                 if interrupted():
+                    self.epoch_loss_sum = float(loss_sum[0])
                     return False
-        self.finish_epoch(float(loss_sum[0]) / max(1, self.steps_per_epoch - first_step),
-                          time.perf_counter() - started)
+        self.epoch_loss_sum = 0.0
+        self.finish_epoch(float(loss_sum[0]) / self.steps_per_epoch, time.perf_counter() - started)
         return True
 
     def finish_epoch(self, train_loss, seconds):
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training loss became {train_loss} in epoch {self.epoch + 1}; "
-                                     "try a smaller --lr")
+        self.guard.check(train_loss, self.step)
         self.epoch += 1
         self.step_in_epoch = 0
         record = {"epoch": self.epoch, "step": self.step, "eps": self.current_eps(),
@@ -242,7 +255,8 @@ class Trainer:
             rng_state={"scheme": "philox4x32-10(seed, step); shuffle default_rng([seed, epoch])",
                        "seed": self.config.seed, "step": self.step},
             config=asdict(self.config),
-            extra={"step_in_epoch": self.step_in_epoch, "adam_steps": self.train_step.adam_steps,
+            extra={"step_in_epoch": self.step_in_epoch, "epoch_loss_sum": self.epoch_loss_sum,
+                   "adam_steps": self.train_step.adam_steps,
                    "best_valid": self.best_valid, "metrics_json": json.dumps(self.metrics)},
         )
 
@@ -264,6 +278,7 @@ class Trainer:
         self.train_step.adam_steps = int(extra.get("adam_steps", checkpoint.step))
         self.epoch = checkpoint.epoch
         self.step_in_epoch = int(extra.get("step_in_epoch", 0))
+        self.epoch_loss_sum = float(extra.get("epoch_loss_sum", 0.0))
         self.best_valid = float(extra.get("best_valid", math.inf))
         self.metrics = json.loads(extra.get("metrics_json", "[]"))
         # metrics.jsonl may hold an epoch the checkpoint does not (a crash between the two writes).
@@ -291,23 +306,56 @@ class Trainer:
         images.write_loss_curves(self.out / "curves.png", self.metrics)
 
 
+class DivergenceGuard:
+    """Stops a run whose loss is non-finite or has grown by more than GROWTH times the median
+    of the losses seen so far in this process (the first step's included, so a run that blows
+    up at once is caught too). Nothing is saved from a diverged state: the last checkpoint and
+    best.h5 stay as they were."""
+
+    GROWTH = 100.0
+
+    def __init__(self, out):
+        self.out, self.history = out, []
+
+    @property
+    def empty(self):
+        return not self.history
+
+    def check(self, loss, step):
+        if not math.isfinite(loss):
+            self._stop(f"the training loss became {loss} at step {step}")
+        if self.history and loss > self.GROWTH * statistics.median(self.history):
+            self._stop(f"the training loss grew to {loss:.4g} at step {step}, over "
+                       f"{self.GROWTH:g} times its median so far ({statistics.median(self.history):.4g})")
+        self.history.append(loss)
+
+    def _stop(self, what):
+        raise TrainingDiverged(f"{what}: training stopped; {self.out / 'checkpoint.h5'} and "
+                               f"{self.out / 'best.h5'} hold the last states saved before it "
+                               f"(try a smaller --lr)")
+
+
 class _interrupt_flag:
-    """Context manager: SIGINT sets a flag (returned as a callable) instead of raising mid-step."""
+    """Context manager: SIGINT and SIGTERM set a flag instead of raising mid-step; it returns a
+    callable that gives the signal's number once one has arrived (else 0)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
-        self.flag = False
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self.previous = None
-        return lambda: self.flag
+        self.signum, self.previous = 0, {}
+        for signum in self.SIGNALS:
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                pass
+        return lambda: self.signum
 
     def _handle(self, signum, frame):
-        self.flag = True
+        self.signum = self.signum or signum
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def _write_atomic(path, text):
