@@ -27,11 +27,14 @@ from float64 grad_scale and float32 eps, then rounded to float32) inside the CPU
 CUDA thread. The CPU twin checks eps[0] > 0 inside its @njit loop; the launcher cannot (no sync).
 
 Ties go to the first maximal index (np.argmax) on every target. The pieces:
-  <op>_at / <op>_at_cuda  one body, compiled twice: @njit(inline) for the CPU loop and a CUDA
-                          device function for the kernel (the simulator cannot pass arrays into
-                          @njit code, so an array-taking body cannot be a plain @njit helper)
+  noise_stream            scalar body: the (Philox stream, first index) of row r's noise
+  pick_code(_cuda), direct_logit_grad_at(_cuda)
+                          one body each, compiled twice: @njit(inline) for the CPU loop and a
+                          CUDA device function for the kernel (the simulator cannot pass arrays
+                          into @njit code, so an array-taking body cannot be a plain @njit helper)
   direct_step             scalar body: the float32 weight of one draw
-  <op>_loop               CPU @njit loop over all (r, n) / (b, n), no allocation
+  <op>_loop               CPU @njit loops, no allocation: sample_codes fills all the noise in
+                          flat loops first (vectorised), then picks the codes
   <op>                    CPU twin: the launcher's arguments, checked, scalars cast
   <op>_kernel             CUDA, one thread per (r, n) / (b, n): no atomics; sample_codes' thread
                           computes its K noise values inline (rng.gumbel_at)
@@ -105,26 +108,28 @@ def _check_direct(logits, gumbel, losses, codes, K, M, eps, grad_scale, grad, de
 # Shared bodies. Written once as plain functions, compiled for the CPU loop (@njit, inlined) and
 # as CUDA device functions (which take arrays on every target, the simulator included).
 
-def _sample_codes_at(logits, seed, counter, K, M, per_image, r, n, gumbel, codes):
-    """gumbel[r, n*K:(n+1)*K] = the noise of (r, n), codes[r, n] = first k maximising
-    logits[r // M, n*K+k] + gumbel[r, n*K+k]. `counter` is the value counter[0]."""
+def _noise_stream(counter, M, per_image, r, NK):
+    """(stream, first index) of row r's noise, for the kernel: per image, stream counter + b with
+    indices from the draw m = r % M (batch-independent); for training, stream counter with
+    indices r*NK + c (rng.gumbel_noise's layout). `counter` is the value counter[0]. The CPU
+    loop writes the same layout as flat runs."""
+    if per_image:
+        b = r // M
+        return counter + np.uint64(b), (r - b * M) * NK  # uint64 + uint64: wraps, no float detour
+    return counter, r * NK
+
+
+noise_stream = numba.njit(inline="always")(_noise_stream)
+
+
+def _pick_code(logits, gumbel, K, M, r, n, codes):
+    """codes[r, n] = first k maximising logits[r // M, n*K+k] + gumbel[r, n*K+k]."""
     b = r // M
     c0 = n * K
-    NK = logits.shape[1]
-    if per_image:  # stream counter + b, indices from the draw m = r % M: batch-independent
-        stream = counter + np.uint64(b)  # uint64 + uint64: wraps, never a float detour
-        first = (r - b * M) * NK + c0
-    else:  # stream counter, indices r*NK + c: rng.gumbel_noise's layout
-        stream = counter
-        first = r * NK + c0
-    g = gumbel_at(seed, stream, first)
-    gumbel[r, c0] = g
-    best = logits[b, c0] + g
+    best = logits[b, c0] + gumbel[r, c0]
     arg = 0
     for k in range(1, K):
-        g = gumbel_at(seed, stream, first + k)
-        gumbel[r, c0 + k] = g
-        value = logits[b, c0 + k] + g
+        value = logits[b, c0 + k] + gumbel[r, c0 + k]
         if value > best:  # strict: ties keep the first index
             best = value
             arg = k
@@ -169,8 +174,8 @@ def direct_step(grad_scale, eps, M, two_sided):
     return np.float32(grad_scale / denominator)
 
 
-sample_codes_at = numba.njit(inline="always")(_sample_codes_at)
-sample_codes_at_cuda = cuda.jit(device=True, inline="always")(_sample_codes_at)
+pick_code = numba.njit(inline="always")(_pick_code)
+pick_code_cuda = cuda.jit(device=True, inline="always")(_pick_code)
 direct_logit_grad_at = numba.njit(inline="always")(_direct_logit_grad_at)
 direct_logit_grad_at_cuda = cuda.jit(device=True, inline="always")(_direct_logit_grad_at)
 
@@ -181,10 +186,24 @@ direct_logit_grad_at_cuda = cuda.jit(device=True, inline="always")(_direct_logit
 
 @numba.njit
 def sample_codes_loop(logits, seed, counter, K, M, per_image, gumbel, codes):
+    """The noise first, in long flat loops that LLVM vectorises (the whole array for training, as
+    rng.gumbel_noise_flat; each image's M*NK values per image), then the codes. Per (r, n), as the
+    kernel does it, ran 1.6-1.9x slower here at N = 1: rows of K = 10 are too short to vectorise.
+    The values are noise_stream's layout."""
     c = counter[0]
+    flat = gumbel.reshape(gumbel.size)
+    if per_image:
+        per = M * logits.shape[1]
+        for b in range(logits.shape[0]):
+            stream = c + np.uint64(b)
+            for j in range(per):
+                flat[b * per + j] = gumbel_at(seed, stream, j)
+    else:
+        for i in range(flat.size):
+            flat[i] = gumbel_at(seed, c, i)
     for r in range(codes.shape[0]):
         for n in range(codes.shape[1]):
-            sample_codes_at(logits, seed, c, K, M, per_image, r, n, gumbel, codes)
+            pick_code(logits, gumbel, K, M, r, n, codes)
 
 
 @numba.njit
@@ -218,11 +237,17 @@ def direct_logit_grad(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_
 
 @cuda.jit
 def sample_codes_kernel(logits, seed, counter, K, M, per_image, gumbel, codes):
+    """Thread (r, n) computes its K noise values inline (rng.gumbel_at), writes them, and picks
+    the code from them (read back from its own writes)."""
     i = cuda.grid(1)
     N = codes.shape[1]
     if i < codes.shape[0] * N:
-        sample_codes_at_cuda(logits, seed, counter[0], K, M, per_image, i // N, i % N, gumbel,
-                             codes)
+        r, n = i // N, i % N
+        stream, first = noise_stream(counter[0], M, per_image, r, logits.shape[1])
+        c0 = n * K
+        for k in range(K):
+            gumbel[r, c0 + k] = gumbel_at(seed, stream, first + c0 + k)
+        pick_code_cuda(logits, gumbel, K, M, r, n, codes)
 
 
 @cuda.jit
