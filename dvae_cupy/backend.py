@@ -71,35 +71,34 @@ def cuda_backend(xp):
 
 
 def gpu_unavailable_reason():
-    """None when a CUDA GPU is usable through CuPy and Numba, else why not (for error messages)."""
-    if os.environ.get("DVAE_CUPY_BACKEND", "").lower() == "cpu":
-        return "DVAE_CUPY_BACKEND=cpu is set"
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed (pip install 'dvae-cupy[gpu]')"
-    try:
-        if not cupy.is_available():
-            return "CuPy sees no CUDA GPU"
-    except Exception as error:  # a broken driver or runtime reads as "no GPU", with its message
-        return f"CuPy cannot reach the GPU: {error}"
-    from numba import cuda
+    """None when the GPU backend is usable here, else one line naming the failing piece (CuPy,
+    driver, numba-cuda, NVVM, nvJitLink, kernel launch, CuPy matmul) and the fix. The answer is
+    dvae_cupy.gpu_probe's: a real compile, link and launch, run once per process."""
+    from .gpu_probe import probe
 
-    if not cuda.is_available():
-        return "Numba's CUDA target sees no GPU (pip install 'numba-cuda[cu13]')"
-    return None
+    result = probe()
+    return None if result.usable else result.message()
 
 
 def get_backend(name="auto"):
+    """The backend called `name`: "cpu", "gpu", or "auto" (the GPU when the probe finds it usable,
+    else the CPU, saying why once per process on stderr). "gpu" where the GPU is not usable
+    raises GPUUnavailableError naming the failing piece."""
+    from .errors import GPUUnavailableError
+    from .gpu_probe import probe, report_cpu_fallback
+
     if name not in BACKEND_NAMES:
         raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {name!r}")
     if name == "auto":
-        name = "cpu" if gpu_unavailable_reason() else "gpu"
+        result = probe()
+        if not result.usable:
+            report_cpu_fallback(result)
+        name = "gpu" if result.usable else "cpu"
     if name == "cpu":
         return cpu_backend()
     reason = gpu_unavailable_reason()
     if reason:
-        raise RuntimeError(f"backend 'gpu' is not usable here: {reason}")
+        raise GPUUnavailableError(f"backend 'gpu' is not usable here: {reason}")
     import cupy
 
     return cuda_backend(cupy)

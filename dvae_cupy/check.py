@@ -517,6 +517,7 @@ def format_table(results):
 
 def check_main(argv=None):
     from .backend import get_backend, gpu_unavailable_reason
+    from .errors import GPUUnavailableError
 
     parser = argparse.ArgumentParser(prog="dvae-check", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="auto",
@@ -528,8 +529,8 @@ def check_main(argv=None):
     args = parser.parse_args(argv)
     try:
         backend = get_backend(args.backend)
-    except RuntimeError as error:
-        print(f"dvae-check: {error}", file=sys.stderr)
+    except GPUUnavailableError as error:  # names the failing piece (gpu_probe); no traceback
+        print(f"dvae-check: error: {error}", file=sys.stderr)
         return 2
     where = backend.name
     if backend.name == "gpu":

@@ -35,11 +35,26 @@ The pattern every module in kernels/ follows (kernels/rng.py is the worked examp
    the CPU twin; real-GPU tests are marked ``@pytest.mark.gpu`` and skip without CuPy.
 
 This module holds only the helpers those launchers share; it defines no kernels.
+
+Launch costs it keeps down (docs: /work/shared/DESIGN.md, "GPU launch overhead"): one Numba
+stream wrapper per CuPy stream (current_stream), one device-array view per persistent buffer
+(as_device_view), and no low-occupancy warning per launch (below).
 """
 import functools
+import os
 
 from numba import config
 from numba import cuda  # importable with no GPU; re-exported for the kernel modules
+from numba.cuda.core import config as cuda_config
+
+# Our grids are small by design (one block per row of a batch of 100, one block for a scalar
+# update), and numba-cuda warns (NumbaPerformanceWarning, "Grid size N will likely result in GPU
+# under-utilization") on every launch of fewer than 128 blocks. The one switch for it is
+# numba-cuda's CUDA_LOW_OCCUPANCY_WARNINGS, read at each launch: set here, once, for the process.
+# The variable is set too, so that numba-cuda's config reload (on a change of NUMBA_* variables)
+# keeps it off; NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=1 in the environment turns the warning back on.
+os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
+cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS = int(os.environ["NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS"])
 
 __all__ = ["cuda", "launch_1d", "current_stream", "as_device_view", "flat_view", "cupy_usable"]
 
@@ -69,13 +84,33 @@ def cupy_usable():
 def current_stream():
     """Numba stream for CuPy's current stream, so our launches order with CuPy's work (and join a
     CUDA-graph capture on it); 0 (Numba's default stream) without CuPy, e.g. under the simulator.
-    CuPy's null stream has ptr 0 and is the legacy default stream, which is what 0 means here."""
+    CuPy's null stream has ptr 0 and is the legacy default stream, which is what 0 means here.
+    The wrapper is made once per (device, stream pointer) and reused (see _stream_wrapper)."""
     if not cupy_usable():
         return 0
     import cupy
 
-    ptr = cupy.cuda.get_current_stream().ptr
-    return cuda.external_stream(ptr) if ptr else 0
+    stream = cupy.cuda.get_current_stream()
+    return _stream_wrapper(stream.device_id, stream.ptr) if stream.ptr else 0
+
+
+_STREAM_CACHE_SIZE = 64  # a run uses one or two streams (eager, graph capture)
+_stream_wrappers = {}
+
+
+def _stream_wrapper(device_id, ptr):
+    """numba.cuda.external_stream(ptr), made once: making one costs a context lookup and a Python
+    object per launch. An external stream only names the handle (Numba never destroys it), so a
+    wrapper stays right for as long as that handle is a stream, also one that CuPy made anew at
+    a freed stream's address. Bounded, oldest out first, for programs that make many streams."""
+    key = (device_id, ptr)
+    wrapper = _stream_wrappers.get(key)
+    if wrapper is None:
+        wrapper = cuda.external_stream(ptr)
+        if len(_stream_wrappers) >= _STREAM_CACHE_SIZE:
+            _stream_wrappers.pop(next(iter(_stream_wrappers)))
+        _stream_wrappers[key] = wrapper
+    return wrapper
 
 
 def as_device_view(array):
@@ -92,7 +127,12 @@ def as_device_view(array):
     return _cached_view(key, array)
 
 
-_VIEW_CACHE_SIZE = 1024
+# A run's persistent buffers (parameters, gradients and Adam moments with their per-array views,
+# and the named work arrays of one batch size) come to about 100 (pointer, shape) keys; 256
+# holds a training and an evaluation batch size at once. Past that the oldest views go, so that
+# views of transient arrays cannot pin more than 256 arrays' memory (1024 pinned ~320 MB of
+# batch temporaries at batch 100).
+_VIEW_CACHE_SIZE = 256
 
 
 _views = {}  # insertion-ordered: least recently used first

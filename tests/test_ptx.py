@@ -1,9 +1,11 @@
 """Every CUDA kernel in dvae_cupy.kernels compiles to PTX for the GPUs we target, with no GPU.
 
 The simulator accepts code the real compiler rejects, so each kernel is also compiled by NVVM
-(numba.cuda.compile_ptx) for every signature in its module's CUDA_KERNELS registry, for sm_80
-(A100) and sm_90 (H100/H200). Kernels are found by walking the package, and a module-level
-@cuda.jit kernel missing from its module's registry fails the suite: no kernel escapes this test.
+for every signature in its module's CUDA_KERNELS registry, for sm_80 (A100) and sm_90
+(H100/H200), the way numba-cuda compiles it at launch (tests/kernel_builds.py; the same builds
+are linked to cubins and assembled by ptxas in tests/test_toolchain.py). Kernels are found by
+walking the package, and a module-level @cuda.jit kernel missing from its module's registry
+fails the suite: no kernel escapes this test.
 """
 import importlib
 import os
@@ -16,12 +18,12 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("compile_ptx does not exist under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1); "
                 "run without it", allow_module_level=True)
 
-from numba import cuda  # noqa: E402
 from numba import types as numba_types  # noqa: E402
 from numba.cuda.cudadrv import nvvm  # noqa: E402
 from numba.cuda.dispatcher import CUDADispatcher  # noqa: E402
 
 import dvae_cupy.kernels  # noqa: E402
+from kernel_builds import launch_build  # noqa: E402
 
 if not nvvm.is_available():
     pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]'): cannot compile PTX",
@@ -103,6 +105,6 @@ def test_unregistered_kernel_is_caught():
                          REGISTRY, ids=[f"{e[0].rsplit('.', 1)[1]}.{e[1]}-{i}"
                                         for i, e in enumerate(REGISTRY)])
 def test_kernel_compiles_to_ptx(module_name, kernel_name, dispatcher, sig, cc):
-    ptx, _ = cuda.compile_ptx(dispatcher.py_func, sig, cc=cc)
+    ptx = launch_build(dispatcher, sig, cc).ptx
     assert ".target sm_%d%d" % cc in ptx, f"{module_name}.{kernel_name}{sig}"
     assert ".entry" in ptx
