@@ -184,10 +184,14 @@ def launch_every_op():
     section("every dvae-check op launched once on its smallest shape (error vs the float64 reference)")
     backend = get_backend("gpu")
     all_passed = True
-    for number, (op, function, tolerance, shapes) in enumerate(check.CHECKS):
+    for number, (op, make_case, tolerance, shapes, _) in enumerate(check.CHECKS):
+        if not shapes:
+            continue
         shape = "x".join(map(str, shapes[0]))
         try:
-            error = function(backend, np.random.default_rng([0, number]), *shapes[0])
+            case = make_case(backend, np.random.default_rng([0, number]), *shapes[0])
+            case.run()
+            error = case.error()
             backend.synchronize()
             passed = check.CheckResult(op, shape, error, tolerance).passed
             verdict = "ok" if passed else "FAIL"

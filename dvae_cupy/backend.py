@@ -11,7 +11,6 @@ tests run.
 
 DVAE_CUPY_BACKEND=cpu in the environment forces the CPU whatever is asked for with "auto".
 """
-import os
 from dataclasses import dataclass
 from types import ModuleType
 

@@ -124,8 +124,8 @@ def test_kernel_table_reports_resources_and_failures(probe_script, monkeypatch, 
 def test_op_launches_report_errors_against_the_reference(probe_script, monkeypatch, capsys):
     from dvae_cupy import backend, check
 
-    monkeypatch.setattr(backend, "get_backend", lambda name: backend.Backend("cpu", np, backend._load_ops("")))
-    broken = ("broken_op", lambda b, rng, n: 1 / 0, 1e-5, [(1,)])
+    monkeypatch.setattr(backend, "get_backend", lambda name: backend.cpu_backend())
+    broken = ("broken_op", lambda b, rng, n: 1 / 0, 1e-5, [(1,)], [])
     monkeypatch.setattr(check, "CHECKS", [c for c in check.CHECKS if c[0] == "bias_act"] + [broken])
     assert probe_script.launch_every_op() is False
     out = capsys.readouterr().out
