@@ -19,7 +19,8 @@ gradient in two ways:
 A few steps with Adam would amplify rounding (Adam turns a 1e-9 gradient into a full learning
 rate step), so the parameters are compared after a few steps of Adam with a large epsilon
 (ADAM_EPS = 1: updates are lr * m / (sqrt(v) + 1), about lr * g, like SGD), where a difference
-in the gradients moves the parameters by at most lr times that difference per step.
+in the gradients moves the parameters by at most lr times that difference per step, plus the
+two ulps by which two float32 roundings of nearly equal new values can differ.
 """
 import numpy as np
 
@@ -165,8 +166,11 @@ def compare_a_few_steps(first, second, shape, estimator, steps=3, batch=20):
                 break
             grads = [run.gradients(x)[0] for run in runs]
             tolerances = gradient_tolerances(current, x, shape, estimator, grads[0])
-            for name in budget:  # both runs' Adam moments carry the gradient difference
-                budget[name] += LR * tolerances[name]
+            for name in budget:
+                # the gradient difference moves a parameter by at most LR times it; each run
+                # then rounds the new parameter to float32, which can part them by an ulp more
+                ulp = float(np.spacing(np.float32(np.max(np.abs(current[name])))))
+                budget[name] += LR * tolerances[name] + 2 * ulp
             for run in runs:
                 run.sgd_like_update(step_index)
         if clear:
