@@ -430,7 +430,9 @@ def _npy_header(fh, where):
             raise ValueError(f"format version {version} (this reader knows 1.0 and 2.0, "
                              "which NumPy writes for arrays of numbers)")
         shape, fortran, dtype = read_header(fh)
-    except (ValueError, TypeError, SyntaxError, OverflowError) as err:
+    # A damaged header fails in NumPy's parser with many types (ValueError, SyntaxError,
+    # tokenize.TokenError, TypeError, ...); nothing else runs in this block.
+    except Exception as err:  # noqa: BLE001
         raise CorruptFileError(f"{where}: not a readable .npy array ({err})") from err
     return dtype, tuple(shape), fortran, fh.tell()
 
