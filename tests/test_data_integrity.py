@@ -40,11 +40,13 @@ def same_contents(got, want):
 
 
 def chunk_spans(path):
-    """(dataset, first byte, size) of every stored chunk."""
+    """(dataset, first byte, size) of every stored chunk (or of a contiguous dataset's data)."""
     spans = []
     with h5py.File(path, "r") as f:
         def visit(name, item):
-            if isinstance(item, h5py.Dataset):
+            if isinstance(item, h5py.Dataset) and item.chunks is None:
+                spans.append((name, item.id.get_offset(), item.id.get_storage_size()))
+            elif isinstance(item, h5py.Dataset):
                 for i in range(item.id.get_num_chunks()):
                     info = item.id.get_chunk_info(i)
                     spans.append((name, info.byte_offset, info.size))
