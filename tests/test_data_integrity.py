@@ -72,9 +72,9 @@ def sweep_offsets(path, n_spread=120):
     with h5py.File(path, "r") as f:
         texts = [f.attrs[key] for key in ("format", "name", "content_digest")]
         texts.append(f["train"].attrs["encoding"])
-    for text in texts:
-        at = raw.find(bytes(text))
-        offsets[at] = offsets[at + len(text) - 1] = f"attribute {bytes(text)[:12]!r}"
+    for text in (t.encode() if isinstance(t, str) else bytes(t) for t in texts):
+        at = raw.find(text)
+        offsets[at] = offsets[at + len(text) - 1] = f"attribute {text[:12]!r}"
     in_chunk = np.zeros(len(raw), bool)
     for _, start, size in spans:
         in_chunk[start:start + size] = True
