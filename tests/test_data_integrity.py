@@ -75,6 +75,8 @@ def sweep_offsets(path, n_spread=120):
     for text in (t.encode() if isinstance(t, str) else bytes(t) for t in texts):
         at = raw.find(text)
         offsets[at] = offsets[at + len(text) - 1] = f"attribute {text[:12]!r}"
+        if text == b"sweep set name":
+            offsets.update({at + i: "attribute name" for i in range(len(text))})
     in_chunk = np.zeros(len(raw), bool)
     for _, start, size in spans:
         in_chunk[start:start + size] = True
@@ -117,7 +119,9 @@ def flip_sweep(original, want, offsets, flips=(0x01, 0xFF)):
 def test_byte_flip_sweep(tmp_path, binary):
     images, labels = small_set(binary)
     path = tmp_path / "set.h5"
-    want = write_dataset(path, images, labels={"train": labels})
+    # a distinctive name, so that the sweep can find and damage every byte of it: the name is
+    # the one attribute no other check covers (the digest leaves it out)
+    want = write_dataset(path, images, labels={"train": labels}, name="sweep set name")
     offsets = sweep_offsets(path)
     counts, failures = flip_sweep(path, want, offsets)
     print(f"\n{path.stat().st_size} bytes, {len(offsets)} offsets x 2 flips: {dict(counts)}")
