@@ -765,8 +765,10 @@ def read_hdf5(path):
 @contextlib.contextmanager
 def _reading(path, item):
     """Turn what h5py raises for a truncated or damaged file into CorruptFileError naming the
-    file and `item`. HDF5 reports failed checksums and unreadable structures as OSError (and
-    KeyError when an object cannot be opened); the others come from damaged attribute values."""
+    file and `item`. HDF5 reports failed checksums and unreadable structures as OSError, and as
+    KeyError when an object cannot be opened (the only two the byte-flip sweeps meet); h5py
+    raises RuntimeError, ValueError or TypeError for datatypes and values it cannot convert,
+    caught too so that none escapes as a traceback."""
     try:
         yield
     except CorruptFileError:
