@@ -267,19 +267,22 @@ def _check_array_kind(dtype, shape, where):
 def _as_pixels(array, where):
     """(uint8 (n, D) pixels, (H, W) or None, all values 0/1?) of one array, converted by the
     module docstring's rules block by block (a memory map or h5py dataset is read once)."""
-    if not (hasattr(array, "shape") and hasattr(array, "dtype")):
+    try:                                    # shape and a NumPy dtype: read it block by block
+        dtype, shape = np.dtype(array.dtype), tuple(array.shape)
+    except (AttributeError, TypeError):     # lists, or a foreign dtype (e.g. torch's)
         array = np.asarray(array)
-    _check_array_kind(array.dtype, array.shape, where)
-    n, width = array.shape[0], math.prod(array.shape[1:])
+        dtype, shape = array.dtype, array.shape
+    _check_array_kind(dtype, shape, where)
+    n, width = shape[0], math.prod(shape[1:])
     out = np.empty((n, width), np.uint8)
     binary = True
     rows = max(1, CONVERT_BLOCK // width)
     for start in range(0, n, rows):
         block = np.asarray(array[start:start + rows]).reshape(-1, width)
         binary &= _convert_block(block, out[start:start + len(block)], where)
-    if binary and array.dtype.kind == "f":
+    if binary and dtype.kind == "f":
         np.minimum(out, 1, out=out)          # rint(1.0 * 255) = 255 back to 1
-    return out, (tuple(array.shape[1:]) if array.ndim == 3 else None), binary
+    return out, (shape[1:] if len(shape) == 3 else None), binary
 
 
 def _convert_block(block, out, where):

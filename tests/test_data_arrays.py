@@ -136,6 +136,12 @@ def test_binary_files_refuse_dynamic_binarisation(tmp_path):
         load_dataset(tmp_path / "bin.npy", "dynamic")
 
 
+def test_nested_lists_are_arrays_too():
+    rows = [[[0, 1], [1, 0]]] * 10
+    splits = make_splits(rows)
+    assert splits.binarized and splits.image_shape == (2, 2) and splits.pixels == 4
+
+
 def test_h5py_dataset_and_memory_map_inputs(tmp_path, rng):
     """Array-likes are read block by block, not copied whole: an h5py dataset and a memory map
     give the same Splits as the array itself."""
