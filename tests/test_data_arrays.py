@@ -234,7 +234,8 @@ def test_labels_follow_their_images_when_split_off():
     labels = np.arange(60) * 3 % 256
     splits = make_splits(images, labels={"train": labels})
     for split in data.SPLIT_NAMES:
-        np.testing.assert_array_equal(splits.labels[split], labels[row_numbers(splits.split(split))])
+        rows = row_numbers(splits.split(split))
+        np.testing.assert_array_equal(splits.labels[split], labels[rows])
 
 
 def test_given_test_split_only_valid_is_held_out():

@@ -109,8 +109,9 @@ def flip_sweep(original, want, offsets, flips=(0x01, 0xFF)):
             bad = bytearray(raw)
             bad[offset] ^= flip
             outcome = load_damaged(bytes(bad), damaged, want)
-            counts[f"{outcome if outcome in ('error', 'unaffected') else 'FAILED'} ({hit.split()[0]})"] += 1
-            if outcome not in ("error", "unaffected"):
+            sound = outcome in ("error", "unaffected")
+            counts[f"{outcome if sound else 'FAILED'} ({hit.split()[0]})"] += 1
+            if not sound:
                 failures.append((offset, hex(flip), hit, outcome))
     return counts, failures
 
