@@ -794,7 +794,7 @@ def _read_root(f, path):
         raise CorruptFileError(f"{path}: unsupported version {version}; this reader knows "
                                f"versions {READABLE_VERSIONS}")
     shape = attrs.get("image_shape")
-    shape = None if shape is None else tuple(np.asarray(shape).tolist())
+    shape = None if shape is None else tuple(np.atleast_1d(shape).tolist())
     name = _text_attr(attrs, "name", path, "/") if "name" in attrs else path.stem
     if version == 1:
         if shape != MNIST_SHAPE:

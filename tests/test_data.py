@@ -385,6 +385,31 @@ def test_hdf5_wrong_format_and_shape(tmp_path, rng):
         read_hdf5(path)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("version", 3, "unsupported version 3"),
+    ("version", None, "root attribute 'version' is missing"),
+    ("pixels", None, "root attribute 'pixels' is missing"),
+    ("pixels", 783, r"image_shape \(28, 28\) has 784 pixels, but the images have 783"),
+    ("pixels", 700, r"/train/images is uint8 \(7, 98\), expected uint8 \(n, 88\)"),
+    ("pixels", 0, "pixels attribute is 0"),
+    ("image_shape", 5, r"image_shape must be \(H, W\)"),
+    ("image_shape", (28, 27), r"image_shape \(28, 27\) has 756 pixels"),
+    ("content_digest", None, "attribute 'content_digest' of / is missing"),
+    ("content_digest", "0" * 64, "do not match the content_digest"),
+    ("name", b"\xff\xfe", "attribute 'name' of / is not UTF-8"),
+])
+def test_hdf5_root_attributes_are_checked(tmp_path, rng, key, value, message):
+    path = tmp_path / "set.h5"
+    write_hdf5(path, small_splits(rng, True))
+    with h5py.File(path, "a") as f:
+        if value is None:
+            del f.attrs[key]
+        else:
+            f.attrs[key] = np.bytes_(value) if isinstance(value, bytes) else value
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}: .*{message}"):
+        read_hdf5(path)
+
+
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match="unknown data set 'fashon-mnist'.*mnist.*omniglot"):
         load_dataset("fashon-mnist")
