@@ -6,7 +6,8 @@ Reads the four IDX .gz files of Debian's dataset-fashion-mnist (`apt-get install
 dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist), binarises them with the
 fixed threshold (pixel >= 128), splits them 50k/10k/10k (the last 10,000 training images
 validate), and writes them bit-packed with gzip level 9, labels included, in the layout of
-dvae_cupy.data (write_hdf5). It then reads the file back and checks it.
+dvae_cupy.data (write_hdf5: version 2, checksummed HDF5 metadata, Fletcher-32 on every dataset,
+the content digest stored). It then reads the file back and checks it.
 
 Verify: the script prints the sha256 of the unpacked pixels (train, valid, test rows in that
 order, uint8 0/1, C order; `Splits.pixels_sha256`). Built from Debian's files it is
@@ -48,6 +49,7 @@ def main():
     sizes = ", ".join(f"{s} {len(splits.split(s))}" for s in ("train", "valid", "test"))
     print(f"wrote {args.out}: {sizes} images")
     print(f"pixels sha256 {checksum}")
+    print(f"content digest {splits.content_digest()}")
     print(f"file size     {args.out.stat().st_size} bytes")
     print(f"file sha256   {file_sha256(args.out)}")
 

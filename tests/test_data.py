@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from dvae_cupy import data
-from dvae_cupy.data import (Splits, binarize_dynamic, binarize_fixed, load_dataset, read_hdf5,
-                            read_idx, read_omniglot_mat, write_hdf5)
+from dvae_cupy.data import (Splits, binarize_fixed, load_dataset, read_hdf5, read_idx,
+                            read_omniglot_mat, write_hdf5)
+from dvae_cupy.errors import CorruptFileError
 
 N_TRAIN_MNIST = data.MNIST_N_VALID + 3      # the smallest set that leaves train non-empty
 N_TRAIN_OMNIGLOT = data.OMNIGLOT_N_VALID + 4
@@ -66,14 +67,16 @@ def small_splits(rng, binarized, labels=True):
     sizes = {"train": 7, "valid": 3, "test": 4}
     pixels = {s: rng.integers(0, high, (n, 784), dtype=np.uint8) for s, n in sizes.items()}
     lab = {s: rng.integers(0, 10, n, dtype=np.uint8) for s, n in sizes.items()}
-    return Splits(**pixels, binarized=binarized, name="small", labels=lab if labels else None)
+    return Splits(**pixels, binarized=binarized, name="small", labels=lab if labels else None,
+                  image_shape=(28, 28))
 
 
 def assert_same_splits(got, want):
-    """Pixels, flag, name and labels all equal."""
+    """Pixels, flag, name, image shape and labels all equal."""
     for split in data.SPLIT_NAMES:
         np.testing.assert_array_equal(got.split(split), want.split(split))
-    assert (got.binarized, got.name) == (want.binarized, want.name)
+    assert (got.binarized, got.name, got.image_shape) == \
+        (want.binarized, want.name, want.image_shape)
     assert (got.labels is None) == (want.labels is None)
     for split in data.SPLIT_NAMES if want.labels else ():
         np.testing.assert_array_equal(got.labels[split], want.labels[split])
@@ -106,7 +109,7 @@ def test_load_mnist_folder_splits_50k_10k_style(tmp_path, rng, gz):
                   arrays["test_images"].reshape(-1, 784), binarized=False, name="mnist",
                   labels={"train": arrays["train_labels"][:-n_valid],
                           "valid": arrays["train_labels"][-n_valid:],
-                          "test": arrays["test_labels"]})
+                          "test": arrays["test_labels"]}, image_shape=(28, 28))
     assert_same_splits(grey, want)
     fixed = load_dataset("mnist", binarization="fixed", root=tmp_path)
     assert fixed.binarized
@@ -130,20 +133,11 @@ def test_binarize_fixed_is_rounding_of_pixel_over_255():
     np.testing.assert_array_equal(binarize_fixed(grey), np.rint(grey / 255.0))
 
 
-def test_binarize_dynamic_is_bernoulli_of_pixel_over_255(rng):
-    grey = np.repeat(np.array([[0, 255, 128]], dtype=np.uint8), 200_000, axis=0)
-    draws = binarize_dynamic(grey, rng)
-    assert draws.dtype == np.uint8
-    assert draws[:, 0].max() == 0 and draws[:, 1].min() == 1
-    # 200k Bernoulli(0.502) draws: standard error 0.0011, so 0.005 is over 4 sigma.
-    assert abs(draws[:, 2].mean() - 128 / 255) < 0.005
-
-
-def test_binarize_refuses_non_uint8(rng):
+def test_binarize_refuses_non_uint8():
     with pytest.raises(ValueError, match="uint8"):
         binarize_fixed(np.zeros((1, 784), np.float32))
     with pytest.raises(ValueError, match="uint8"):
-        binarize_dynamic(np.zeros((1, 784), np.int64), rng)
+        binarize_fixed(np.zeros((1, 784), np.int64))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,7 +162,7 @@ def test_load_omniglot_round_trip_and_split(tmp_path, rng):
         n_valid = data.OMNIGLOT_N_VALID
         flat = train.reshape(-1, 784)
         want = Splits(flat[:-n_valid], flat[-n_valid:], test.reshape(-1, 784),
-                      binarized=False, name="omniglot")
+                      binarized=False, name="omniglot", image_shape=(28, 28))
         assert_same_splits(grey, want)
     assert load_dataset("omniglot", root=path).binarized
 
@@ -176,7 +170,7 @@ def test_load_omniglot_round_trip_and_split(tmp_path, rng):
 def test_read_omniglot_missing_key_names_file_and_key(tmp_path, rng):
     train = rng.integers(0, 256, (2, 28, 28), dtype=np.uint8)
     path = write_chardata(tmp_path / "chardata.mat", train, train, keys=("data",))
-    with pytest.raises(ValueError, match=f"{escaped(path)}.*'testdata'"):
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}.*'testdata'"):
         read_omniglot_mat(path)
 
 
@@ -197,9 +191,45 @@ def test_hdf5_round_trip(tmp_path, rng, binarized, labels):
     write_hdf5(path, splits)
     assert_same_splits(read_hdf5(path), splits)
     with h5py.File(path, "r") as f:
-        assert f["train"].attrs["encoding"] == ("packbits" if binarized else "grey")
+        assert f["train"].attrs["encoding"] == (b"packbits" if binarized else b"grey")
         assert f["train/images"].shape == (7, 98 if binarized else 784)
+        datasets = []
+        f.visititems(lambda name, item: datasets.append(item)
+                     if isinstance(item, h5py.Dataset) else None)
+        assert len(datasets) == (6 if labels else 3)
+        assert all(ds.fletcher32 for ds in datasets)
     assert [p.name for p in tmp_path.iterdir()] == ["set.h5"]   # no temporary file left
+
+
+def write_version_1(path, splits):
+    """The version 1 layout (before checksums and any image shape), written from its description:
+    variable-length text attributes, image_shape (28, 28), no pixels or content_digest."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"format": "dvae_cupy.dataset", "version": 1, "image_shape": (28, 28),
+                        "name": splits.name})
+        for split in data.SPLIT_NAMES:
+            group = f.create_group(split)
+            group.attrs["encoding"] = "packbits" if splits.binarized else "grey"
+            pixels = splits.split(split)
+            group["images"] = np.packbits(pixels, axis=1) if splits.binarized else pixels
+            if splits.labels is not None:
+                group["labels"] = splits.labels[split]
+
+
+@pytest.mark.parametrize("binarized", [True, False], ids=["packbits", "grey"])
+def test_hdf5_reads_version_1_files(tmp_path, rng, binarized):
+    splits = small_splits(rng, binarized)
+    write_version_1(tmp_path / "v1.h5", splits)
+    assert_same_splits(read_hdf5(tmp_path / "v1.h5"), splits)
+
+
+def test_hdf5_version_1_must_be_28x28(tmp_path, rng):
+    path = tmp_path / "v1.h5"
+    write_version_1(path, small_splits(rng, True))
+    with h5py.File(path, "a") as f:
+        f.attrs["image_shape"] = (16, 49)
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}: image_shape is \\(16, 49\\)"):
+        read_hdf5(path)
 
 
 def test_hdf5_write_failure_keeps_the_old_file(tmp_path, rng, monkeypatch):
@@ -247,6 +277,17 @@ def test_embedded_fashion_mnist_shapes_values_labels():
     assert all((splits.split(s).min(), splits.split(s).max()) == (0, 1)
                for s in data.SPLIT_NAMES)
     assert [len(splits.labels[s]) for s in data.SPLIT_NAMES] == [50000, 10000, 10000]
+    assert splits.image_shape == (28, 28)
+
+
+def test_embedded_fashion_mnist_checksums():
+    """The pixels are those data/build_fashion_mnist.py documents, and the content digest (which
+    adds labels, shape and binarisation) is pinned so that a rebuild changing them shows here."""
+    splits = load_dataset()
+    assert splits.pixels_sha256() == \
+        "dd935582f3737c9114704607c8218baa087eebbd3c818151ac56ec2ea62a93bb"
+    assert splits.content_digest() == \
+        "dbbb9ec02be757685fede63ecbe1504d5e350875811187c4ee678113fdfd5fa5"
 
 
 @pytest.mark.skipif(not data.FASHION_MNIST_DEBIAN.is_dir(),
@@ -280,7 +321,7 @@ def test_truncated_idx(tmp_path, rng, suffix):
     raw = idx_bytes(rng.integers(0, 256, (3, 28, 28), dtype=np.uint8))[:-1]
     path = tmp_path / f"cut-idx{suffix}"
     path.write_bytes(gzip.compress(raw) if suffix else raw)
-    with pytest.raises(ValueError, match=f"{escaped(path)}: truncated"):
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}: truncated"):
         read_idx(path)
 
 
@@ -288,28 +329,28 @@ def test_truncated_gzip_stream(tmp_path, rng):
     packed = gzip.compress(idx_bytes(rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)))
     path = tmp_path / "cut-idx.gz"
     path.write_bytes(packed[: len(packed) // 2])
-    with pytest.raises(ValueError, match=f"{escaped(path)}.*gzip"):
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}.*gzip"):
         read_idx(path)
 
 
 def test_idx_wrong_magic(tmp_path):
     path = tmp_path / "wrong-idx"
     path.write_bytes(bytes([0, 0, 0x0D, 3]) + struct.pack(">3I", 1, 28, 28) + bytes(4 * 784))
-    with pytest.raises(ValueError, match=f"{escaped(path)}: magic number 00000d03"):
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}: magic number 00000d03"):
         read_idx(path)
 
 
 def test_idx_trailing_junk(tmp_path):
     path = tmp_path / "long-idx"
     path.write_bytes(idx_bytes(np.zeros(4, np.uint8)) + b"junk!")
-    with pytest.raises(ValueError, match=f"{escaped(path)}: 5 bytes of trailing junk"):
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}: 5 bytes of trailing junk"):
         read_idx(path)
 
 
 def test_not_hdf5(tmp_path):
     path = tmp_path / "fake.h5"
     path.write_bytes(b"this is not HDF5")
-    with pytest.raises(ValueError, match=f"{escaped(path)}: not an HDF5 file"):
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}: not an HDF5 file"):
         read_hdf5(path)
 
 
@@ -324,7 +365,7 @@ def test_hdf5_missing_group(tmp_path, rng):
     write_hdf5(path, small_splits(rng, True))
     with h5py.File(path, "a") as f:
         del f["valid"]
-    with pytest.raises(ValueError, match=f"{escaped(path)}: missing group 'valid'"):
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}: missing group 'valid'"):
         read_hdf5(path)
 
 
@@ -335,12 +376,37 @@ def test_hdf5_wrong_format_and_shape(tmp_path, rng):
         del f["test/images"]
         f["test/images"] = np.zeros((4, 97), np.uint8)
     wrong_shape = f"{escaped(path)}: /test/images .*expected uint8 \\(n, 98\\)"
-    with pytest.raises(ValueError, match=wrong_shape):
+    with pytest.raises(CorruptFileError, match=wrong_shape):
         read_hdf5(path)
     with h5py.File(path, "a") as f:
         f.attrs["format"] = "something.else"
     wrong_format = f"{escaped(path)}: format attribute is 'something.else'"
-    with pytest.raises(ValueError, match=wrong_format):
+    with pytest.raises(CorruptFileError, match=wrong_format):
+        read_hdf5(path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("version", 3, "unsupported version 3"),
+    ("version", None, "root attribute 'version' is missing"),
+    ("pixels", None, "root attribute 'pixels' is missing"),
+    ("pixels", 783, r"image_shape \(28, 28\) has 784 pixels, but the images have 783"),
+    ("pixels", 700, r"/train/images is uint8 \(7, 98\), expected uint8 \(n, 88\)"),
+    ("pixels", 0, "pixels attribute is 0"),
+    ("image_shape", 5, r"image_shape must be \(H, W\)"),
+    ("image_shape", (28, 27), r"image_shape \(28, 27\) has 756 pixels"),
+    ("content_digest", None, "attribute 'content_digest' of / is missing"),
+    ("content_digest", "0" * 64, "do not match the content_digest"),
+    ("name", b"\xff\xfe", "attribute 'name' of / is not UTF-8"),
+])
+def test_hdf5_root_attributes_are_checked(tmp_path, rng, key, value, message):
+    path = tmp_path / "set.h5"
+    write_hdf5(path, small_splits(rng, True))
+    with h5py.File(path, "a") as f:
+        if value is None:
+            del f.attrs[key]
+        else:
+            f.attrs[key] = np.bytes_(value) if isinstance(value, bytes) else value
+    with pytest.raises(CorruptFileError, match=f"{escaped(path)}: .*{message}"):
         read_hdf5(path)
 
 
