@@ -54,7 +54,8 @@ class Trainer:
         self.log = log
         self.backend = get_backend(config.backend)
         self.data = load_dataset(config.dataset, config.binarization, config.data_root)
-        pixels = self.data.train.shape[1]
+        self.data_digest = self.data.content_digest()  # how a resumed run recognises its data
+        pixels = self.data.pixels
         self.model = Model(config.model_shape(pixels), self.backend, seed=config.seed)
         xp = self.backend.xp
         # The data set lives on the device for the whole run, as uint8 (0/1, or grey levels).
@@ -96,7 +97,7 @@ class Trainer:
     @property
     def image_shape(self):
         """(H, W) of the data set's images, or None when it has only a pixel count."""
-        return getattr(self.data, "image_shape", (28, 28))
+        return self.data.image_shape
 
     # -----------------------------------------------------------------------------------------
     # Batches: gathered, shuffled and binarised on the device, into buffers made once.
@@ -256,7 +257,7 @@ class Trainer:
                        "seed": self.config.seed, "step": self.step},
             config=asdict(self.config),
             extra={"step_in_epoch": self.step_in_epoch, "epoch_loss_sum": self.epoch_loss_sum,
-                   "adam_steps": self.train_step.adam_steps,
+                   "adam_steps": self.train_step.adam_steps, "data_digest": self.data_digest,
                    "best_valid": self.best_valid, "metrics_json": json.dumps(self.metrics)},
         )
 
@@ -265,14 +266,20 @@ class Trainer:
         checkpoint = load_checkpoint(path)
         checkpoint.check_finite()
         saved = TrainConfig.from_dict(checkpoint.config)
+        extra = checkpoint.extra or {}
         may_change = resumable_fields()
+        if "data_digest" in extra:  # the data is recognised by its content, not by its path
+            may_change |= {"dataset", "data_root"}
+            if extra["data_digest"] != self.data_digest:
+                raise ValueError(f"cannot resume from {path}: the data set is not the one the run "
+                                 f"was trained on (content digest {self.data_digest[:12]}..., the "
+                                 f"run's {extra['data_digest'][:12]}...)")
         changed = [f.name for f in fields(TrainConfig) if f.name not in may_change
                    and getattr(saved, f.name) != getattr(self.config, f.name)]
         if changed:
             raise ValueError(f"cannot resume from {path}: the run was started with different "
                              + ", ".join(f"{n}={getattr(saved, n)!r} (now {getattr(self.config, n)!r})"
                                          for n in changed))
-        extra = checkpoint.extra or {}
         self.model.load_params(checkpoint.params, checkpoint.optimizer["m"], checkpoint.optimizer["v"])
         self.train_step.step = checkpoint.step
         self.train_step.adam_steps = int(extra.get("adam_steps", checkpoint.step))
