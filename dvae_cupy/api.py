@@ -1,145 +1,422 @@
-"""A small library API for embedding a trained discrete VAE in array pipelines.
+"""The library API: a discrete VAE to train on the user's own arrays and embed in array pipelines.
 
     from dvae_cupy import DiscreteVAE
-    vae = DiscreteVAE.load("runs/dvae/best.h5")      # or DiscreteVAE(n_latent=1, n_categories=10)
+    vae = DiscreteVAE(n_latent=1, n_categories=10, epochs=10).fit(images)   # any (n, D) or (n, H, W)
     codes = vae.encode(images)                       # (n, N) int32, the most likely code
     probs = vae.decode(codes)                        # (n, D) pixel probabilities
     losses = vae.loss(images)                        # (n,) the paper's test loss per image
-    codes, probs = vae.sample(16, seed=1)            # codes from the uniform prior, decoded
+    vae = DiscreteVAE.load("runs/dvae/best.h5")      # a model dvae-train (or fit(out=...)) saved
 
-Inputs are any arrays with the NumPy array protocol (NumPy, h5py datasets, lists, ...) or, on
-the GPU backend, CuPy arrays; outputs are the backend's arrays (NumPy on the CPU, CuPy on the
-GPU). Work is batched internally (`batch_size`), so inputs may be as large as host memory allows.
+`fit` is dvae-train's training (the same Trainer, options, schedules and results: see
+config.py); with `out=` it writes the same run folder, else no files at all.
+
+It follows the scikit-learn estimator protocol without importing scikit-learn: the constructor
+only stores its arguments (get_params/set_params see them all), `fit(X, y=None)` returns self,
+`transform(X)` gives codes (or one-hot codes with one_hot=True, for a linear model downstream),
+`inverse_transform(codes)` pixel probabilities, `score(X)` minus the mean test loss (higher is
+better). Fitted state ends in an underscore: model_, backend_, history_ (the per-epoch metrics),
+image_shape_, n_features_in_.
+
+Inputs: any array-like (NumPy arrays, memory maps, h5py datasets, lists, CuPy arrays on the GPU
+backend, and anything with __dlpack__ such as a PyTorch or JAX tensor: taken without a copy where
+the backend allows), shaped (n, D) or (n, H, W), values in [0, 1] (binary or not). The
+evaluation methods read their input in batches of eval_batch_size rows, so an h5py dataset or a
+memory map larger than memory streams through in bounded memory. An empty input (n = 0) gives
+an empty output of the right shape from every method. Bad input raises a ValueError naming the
+argument. Outputs are the backend's arrays (NumPy on the CPU, CuPy on the GPU).
 """
+import inspect
+import math
+import numbers
+
 import numpy as np
 
 from .backend import get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import BINARIZATIONS, TrainConfig
+from .data import binarize_fixed, make_splits
+from .errors import NotFittedError
 from .evaluate import Evaluator, eval_seed
-from .model import Model, ModelShape
+from .model import Model, ModelShape, categorical_probabilities, pixel_probabilities
+
+FIT_BINARIZATIONS = BINARIZATIONS + ("none",)  # "none": the data are already 0/1
+
+
+def one_hot(codes, n_categories, xp=np):
+    """Integer codes (n, N) -> one-hot float32 (n, N * K), variable n in columns n*K .. n*K+K-1."""
+    codes = xp.asarray(codes)
+    return (codes[..., None] == xp.arange(n_categories)).reshape(len(codes), -1).astype(np.float32)
 
 
 class DiscreteVAE:
-    def __init__(self, n_latent=1, n_categories=10, hidden=300, pixels=784, seed=0, backend="auto",
-                 batch_size=1000):
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.backend = get_backend(backend)
-        self.model = Model(ModelShape(n_latent, n_categories, hidden, pixels), self.backend, seed=seed)
-        self.batch_size = int(batch_size)
-        self.evaluator = Evaluator(self.model)
-
-    @property
-    def shape(self):
-        return self.model.shape
+    def __init__(self, n_latent=1, n_categories=10, hidden=300, pixels=None, *, estimator="direct",
+                 epochs=10, batch_size=100, lr=1e-3, gumbel_samples=1, two_sided=False,
+                 kl_backprop=False, straight_through=False, eps0=1.0, eps_anneal_rate=1e-5,
+                 eps_min=0.1, tau0=1.0, tau_anneal_rate=1e-5, tau_min=0.5, anneal_every=500,
+                 binarization="fixed", seed=0, backend="auto", eval_batch_size=1000,
+                 cuda_graph=False, one_hot=False, progress=True):
+        """Every argument is stored as given and checked when it is used (fit, or the first
+        use of an unfitted model with `pixels` given): scikit-learn's clone relies on that.
+        The training options are dvae-train's (README's options table); pixels = D is taken
+        from the data by fit, or may be given for an untrained model."""
+        for name, value in locals().items():
+            if name != "self":
+                setattr(self, name, value)
 
     # -----------------------------------------------------------------------------------------
-    # Saving and loading (the checkpoint format of dvae-train; best.h5 and checkpoint.h5 both load).
+    # The estimator protocol.
 
     @classmethod
-    def load(cls, path, backend="auto", batch_size=1000):
+    def _param_names(cls):
+        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+    def get_params(self, deep=True):
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params):
+        unknown = sorted(set(params) - set(self._param_names()))
+        if unknown:
+            raise ValueError(f"unknown parameter {', '.join(map(repr, unknown))} for DiscreteVAE; "
+                             f"the parameters are {', '.join(self._param_names())}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __sklearn_tags__(self):
+        """scikit-learn's description of this estimator (imported only when scikit-learn asks):
+        an unsupervised transformer of non-negative 2-D arrays (pixels, in [0, 1])."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags(preserves_dtype=[]),
+                    input_tags=InputTags(positive_only=True), requires_fit=True)
+
+    def __repr__(self):
+        changed = {k: v for k, v in self.get_params().items()
+                   if v != inspect.signature(type(self).__init__).parameters[k].default}
+        return f"DiscreteVAE({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def train_config(self, out=None):
+        """The TrainConfig of this estimator's parameters (validated)."""
+        if self.binarization not in FIT_BINARIZATIONS:
+            raise ValueError(f"binarization must be one of {FIT_BINARIZATIONS}, got {self.binarization!r}")
+        names = {f for f in TrainConfig.__dataclass_fields__}
+        values = {k: v for k, v in self.get_params().items() if k in names and k != "binarization"}
+        return TrainConfig(**values, binarization="fixed", dataset="arrays",
+                           out=None if out is None else str(out))
+
+    # -----------------------------------------------------------------------------------------
+    # Training.
+
+    def fit(self, X, y=None, *, x_valid=None, x_test=None, out=None, resume=False, **options):
+        """Train on X (and validate on x_valid, test on x_test: split off X by the data layer's
+        documented rule when not given) with dvae-train's training code; returns self.
+        options: any constructor parameter, set for this and later fits (set_params).
+        out: a run folder for checkpoints, metrics and pictures (none written when None);
+        resume=True continues the run in `out`. y is ignored (the protocol's place for labels)."""
+        from .train import Trainer
+
+        if options:
+            self.set_params(**options)
+        splits = self._training_splits(X, x_valid, x_test)
+        config = self.train_config(out)
+        config = TrainConfig.from_dict({**config.__dict__, "binarization":
+                                        "fixed" if splits.binarized else "dynamic"})
+        trainer = Trainer(config, log=print if self.progress else _quiet, data=splits)
+        if resume:
+            if out is None:
+                raise ValueError("resume=True needs out=, the run folder to continue")
+            trainer.resume()
+        trainer.run()
+        self._fitted(trainer.model, trainer.backend, splits.image_shape)
+        self.history_ = list(trainer.metrics)
+        return self
+
+    def _training_splits(self, X, x_valid, x_test):
+        arrays = {"train": X, "valid": x_valid, "test": x_test}
+        splits = make_splits(**{k: _host_array_like(v, k) for k, v in arrays.items()},
+                             image_shape=None, name="fit")
+        if self.binarization == "none" and not splits.binarized:
+            raise ValueError("binarization='none' says the data are already 0/1, but X holds other "
+                             "values; use binarization='fixed' or 'dynamic'")
+        if self.binarization == "dynamic" and splits.binarized:
+            raise ValueError("binarization='dynamic' draws Bernoulli(pixel) per batch, but X holds "
+                             "only 0/1 values; use 'fixed' or 'none'")
+        if self.binarization == "fixed" and not splits.binarized:
+            for name in ("train", "valid", "test"):
+                setattr(splits, name, binarize_fixed(splits.split(name)))
+            splits.binarized = True
+        return splits
+
+    def _fitted(self, model, backend, image_shape):
+        self.model_, self.backend_ = model, backend
+        self.image_shape_ = image_shape
+        self.n_features_in_ = model.shape.pixels
+        self._evaluator = Evaluator(model)
+
+    def fit_transform(self, X, y=None, **fit_options):
+        return self.fit(X, y, **fit_options).transform(X)
+
+    # -----------------------------------------------------------------------------------------
+    # Saving and loading (dvae-train's checkpoint format; best.h5 and checkpoint.h5 both load).
+
+    @classmethod
+    def load(cls, path, backend="auto", eval_batch_size=1000):
         checkpoint = load_checkpoint(path)
         checkpoint.check_finite()
         config = checkpoint.config
         pixels = checkpoint.params["enc_w1"].shape[0]
-        vae = cls(config["n_latent"], config["n_categories"], config["hidden"], pixels,
-                  backend=backend, batch_size=batch_size)
-        vae.model.load_params(checkpoint.params)
+        if config.get("pixels", pixels) != pixels:
+            raise ValueError(f"{path}: the parameters are for {pixels} pixels but the checkpoint's "
+                             f"config says {config['pixels']}")
+        params = {k: v for k, v in config.items() if k in cls._param_names()}
+        params.update(pixels=pixels, backend=backend, eval_batch_size=eval_batch_size)
+        vae = cls(**params)
+        shape = ModelShape(vae.n_latent, vae.n_categories, vae.hidden, pixels)
+        model = Model(shape, get_backend(backend), seed=0)
+        model.load_params(checkpoint.params)
+        image_shape = config.get("image_shape")
+        vae._fitted(model, model.backend, None if image_shape is None else tuple(image_shape))
         return vae
 
     def save(self, path):
-        shape = self.shape
-        zeros = {k: np.zeros_like(v) for k, v in self.model.host_params().items()}
-        save_checkpoint(path, params=self.model.host_params(), optimizer={"m": zeros, "v": zeros},
-                        step=0, epoch=0, eps=0.0, rng_state={}, extra=None,
-                        config={"n_latent": shape.n_latent, "n_categories": shape.n_categories,
-                                "hidden": shape.hidden})
+        """The model as a checkpoint that load (and dvae-train's tools) read."""
+        model = self._model()
+        params = model.host_params()
+        zeros = {k: np.zeros_like(v) for k, v in params.items()}
+        config = {k: v for k, v in self.get_params().items() if _json_value(v)}
+        config.update(pixels=model.shape.pixels, image_shape=getattr(self, "image_shape_", None))
+        save_checkpoint(path, params=params, optimizer={"m": zeros, "v": zeros}, step=0, epoch=0,
+                        eps=0.0, rng_state={}, extra=None, config=config)
 
     # -----------------------------------------------------------------------------------------
-    # Input checks and batching.
+    # The fitted model, input checks and batching.
 
-    def _images(self, x):
-        """Any array-like (n, D) in [0, 1] -> this backend's float32 array, checked."""
-        xp = self.backend.xp
-        x = xp.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.shape.pixels:
-            raise ValueError(f"x must have shape (n, {self.shape.pixels}), got {tuple(x.shape)}")
-        if not bool(xp.isfinite(x).all()):
-            raise ValueError("x contains non-finite values (nan or inf)")
-        if x.size and (float(x.min()) < 0 or float(x.max()) > 1):
-            raise ValueError("x must hold pixel values in [0, 1]")
-        return x
+    def _model(self):
+        if not hasattr(self, "model_"):
+            if self.pixels is None:
+                raise NotFittedError("this DiscreteVAE is not fitted yet: call fit(X) first, load a "
+                                     "saved one, or give pixels= for an untrained model")
+            backend = get_backend(self.backend)
+            shape = ModelShape(self.n_latent, self.n_categories, self.hidden, self.pixels)
+            self._fitted(Model(shape, backend, seed=_check_seed(self.seed, "seed")), backend, None)
+        return self.model_
 
-    def _codes(self, codes):
-        xp = self.backend.xp
-        codes = xp.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != self.shape.n_latent:
-            raise ValueError(f"codes must have shape (n, {self.shape.n_latent}), got {tuple(codes.shape)}")
+    @property
+    def model(self):
+        """The fitted (or, with pixels given, untrained) Model: parameters and fast passes."""
+        return self._model()
+
+    @property
+    def shape(self):
+        return self._model().shape
+
+    def _batches(self, x, name):
+        """(start, float32 device batch) over the rows of `x`, each batch read and checked as it
+        comes (nothing holds the whole input), and the row count."""
+        model = self._model()
+        x = _array_like(x, name, self.backend_)
+        pixels = model.shape.pixels
+        if len(x.shape) not in (2, 3) or math.prod(x.shape[1:]) != pixels:
+            raise ValueError(f"{name} must have shape (n, {pixels}) or (n, H, W) with H*W = {pixels}, "
+                             f"got {tuple(x.shape)}")
+        size = _check_count(self.eval_batch_size, "eval_batch_size", 1)
+
+        def batches():
+            for start in range(0, x.shape[0], size):
+                yield start, self._targets(x[start:start + size], name)
+        return batches(), x.shape[0]
+
+    def _targets(self, block, name):
+        xp = self.backend_.xp
+        block = xp.asarray(block)
+        if block.dtype.kind == "c":
+            raise ValueError(f"{name}: Complex data not supported (dtype {block.dtype})")
+        if block.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold real pixel values, got dtype {block.dtype}")
+        block = xp.ascontiguousarray(block.reshape(len(block), -1), dtype=np.float32)
+        if not bool(xp.isfinite(block).all()):
+            raise ValueError(f"{name} contains non-finite values (nan or inf)")
+        if block.size and float(block.min()) < 0:
+            raise ValueError(f"{name}: Negative values in data; pixel values must be in [0, 1]")
+        if block.size and float(block.max()) > 1:
+            raise ValueError(f"{name} must hold pixel values in [0, 1]")
+        return block
+
+    def _collect(self, fn, batches, empty):
+        """fn(batch, start) over the batches, concatenated (copies: fn returns views of reused
+        work arrays); `empty` is the result for no rows."""
+        xp = self.backend_.xp
+        parts = [xp.array(fn(batch, start), copy=True) for start, batch in batches]
+        return xp.concatenate(parts) if parts else empty
+
+    def _codes(self, codes, name="codes"):
+        xp, shape = self.backend_.xp, self.shape
+        codes = xp.asarray(_array_like(codes, name, self.backend_)[:])
         if codes.dtype.kind not in "iu":
-            raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
-        if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= self.shape.n_categories):
-            raise ValueError(f"codes must lie in [0, {self.shape.n_categories})")
+            raise ValueError(f"{name} must be integers, got dtype {codes.dtype}")
+        if codes.ndim != 2 or codes.shape[1] != shape.n_latent:
+            raise ValueError(f"{name} must have shape (n, {shape.n_latent}), got {tuple(codes.shape)}")
+        if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= shape.n_categories):
+            raise ValueError(f"{name} must lie in [0, {shape.n_categories})")
         return xp.ascontiguousarray(codes, dtype=np.int32)
-
-    def _batched(self, fn, array, batch_size=None):
-        """fn(chunk, start) over chunks of the rows, `start` the chunk's first row: random draws
-        use the per-image streams (seed, start + i), so every image gets its own noise whatever
-        the batch size."""
-        xp, size = self.backend.xp, batch_size or self.batch_size
-        # Copies: fn returns views of the model's reused work buffers.
-        parts = [xp.array(fn(array[i:i + size], i), copy=True) for i in range(0, len(array), size)]
-        return xp.concatenate(parts) if parts else fn(array[:0], 0)
 
     # -----------------------------------------------------------------------------------------
     # The model's functions.
 
     def logits(self, x):
         """Encoder logits (n, N, K)."""
-        x = self._images(x)
-        encode = lambda b, _: self.model.encode(b, self.evaluator.workspace(len(b)).encoder)  # noqa: E731
-        return self._batched(encode, x).reshape(len(x), self.shape.n_latent, -1)
+        model, xp = self._model(), self.backend_.xp
+        batches, n = self._batches(x, "x")
+        encode = lambda b, _: model.encode(b, self._evaluator.workspace(len(b)).encoder)  # noqa: E731
+        out = self._collect(encode, batches, xp.zeros((0, model.shape.n_codes), np.float32))
+        return out.reshape(n, model.shape.n_latent, model.shape.n_categories)
+
+    def posterior(self, x):
+        """q(z|x): the categorical probabilities of every variable, (n, N, K)."""
+        logits = self.logits(x)
+        return categorical_probabilities(self.backend_.xp, logits)
 
     def encode(self, x, sample=False, seed=0):
-        """Codes (n, N) int32: the arg max of q(z|x), or with sample=True a Gumbel-max draw."""
-        x = self._images(x)
+        """Codes (n, N) int32: the arg max of q(z|x), or with sample=True a Gumbel-max draw,
+        image i's from the stream (seed, i) whatever the batching."""
+        self._model()
+        xp = self.backend_.xp
         if not sample:
             return self.logits(x).argmax(axis=-1).astype(np.int32)
-        return self._batched(lambda b, start: self._sample_codes(b, seed, start), x)
+        seed = _check_seed(seed, "seed")
+        batches, _ = self._batches(x, "x")
+        return self._collect(lambda b, start: self._sample_codes(b, seed, start), batches,
+                             xp.zeros((0, self.shape.n_latent), np.int32))
 
     def _sample_codes(self, x, seed, start):
-        model, ws = self.model, self.evaluator.workspace(len(x))
+        model, ws = self.model_, self._evaluator.workspace(len(x))
         logits = model.encode(x, ws.encoder)
         ws.counter[...] = start
-        model.ops.sample_codes(logits, eval_seed(seed), ws.counter, self.shape.n_categories, 1, True,
-                               ws.gumbel, ws.codes)
+        model.ops.sample_codes(logits, eval_seed(seed), ws.counter, model.shape.n_categories, 1,
+                               True, ws.gumbel, ws.codes)
         return ws.codes
+
+    def transform(self, X):
+        """The codes of X (the arg max of q(z|x)): (n, N) int32, or one-hot (n, N*K) float32
+        with one_hot=True."""
+        codes = self.encode(X)
+        return one_hot(codes, self.shape.n_categories, self.backend_.xp) if self.one_hot else codes
+
+    def inverse_transform(self, codes):
+        """Pixel probabilities (n, D) of codes (n, N), or of one-hot codes (n, N*K)."""
+        shape = self._model().shape
+        xp = self.backend_.xp
+        codes = xp.asarray(_array_like(codes, "codes", self.backend_)[:])
+        if codes.ndim == 2 and codes.shape[1] == shape.n_codes and shape.n_codes != shape.n_latent:
+            codes = codes.reshape(len(codes), shape.n_latent, -1).argmax(axis=-1)
+        return self.decode(codes)
 
     def decode(self, codes):
         """Pixel probabilities (n, D) of the decoder at integer codes (n, N)."""
-        codes = self._codes(codes)
-        decode = lambda c, _: self.model.decode_probabilities(c, self.evaluator.workspace(len(c)).decoder)  # noqa: E731
-        return self._batched(decode, codes)
+        model, codes = self._model(), self._codes(codes)
+        size = _check_count(self.eval_batch_size, "eval_batch_size", 1)
+        batches = ((start, codes[start:start + size]) for start in range(0, len(codes), size))
+        decode = lambda c, _: model.decode_probabilities(c, self._evaluator.workspace(len(c)).decoder)  # noqa: E731
+        return self._collect(decode, batches, self.backend_.xp.zeros((0, model.shape.pixels), np.float32))
 
     def reconstruct(self, x):
         return self.decode(self.encode(x))
 
     def loss(self, x, seed=0):
         """The paper's test loss per image (n,): BCE at a Gumbel-max code + KL to the uniform prior."""
-        x = self._images(x)
-        loss = lambda b, start: self.evaluator.sampled_loss(b, seed, start, per_image=True)  # noqa: E731
-        return self._batched(loss, x)
+        model, seed = self._model(), _check_seed(seed, "seed")
+        batches, _ = self._batches(x, "x")
+        loss = lambda b, start: self._evaluator.sampled_loss(b, seed, start, per_image=True)  # noqa: E731
+        return self._collect(loss, batches, self.backend_.xp.zeros(0, np.float32))
+
+    def score(self, X, y=None):
+        """Minus the mean test loss of X (higher is better, as scikit-learn expects)."""
+        losses = self.loss(X)
+        if len(losses) == 0:
+            raise ValueError("X is empty: a mean test loss needs at least one image")
+        return -float(losses.mean())
 
     def nll(self, x, samples=100, seed=0):
         """Marginal -log p(x) per image: exact for N = 1, importance-sampled bound for N > 1."""
-        x = self._images(x)
-        rows = self.batch_size if self.shape.n_latent == 1 else max(1, self.batch_size // samples)
-        nll = lambda b, start: self.evaluator.marginal_nll(b, seed, samples, start, per_image=True)  # noqa: E731
-        return self._batched(nll, x, rows)
+        model, seed = self._model(), _check_seed(seed, "seed")
+        samples = _check_count(samples, "samples", 1)
+        rows = self.eval_batch_size if model.shape.n_latent == 1 else max(1, self.eval_batch_size // samples)
+        batches, _ = self._batches(x, "x")
+        batches = ((start + i, b[i:i + rows]) for start, b in batches for i in range(0, len(b), rows))
+        nll = lambda b, start: self._evaluator.marginal_nll(b, seed, samples, start, per_image=True)  # noqa: E731
+        return self._collect(nll, batches, self.backend_.xp.zeros(0, np.float64))
 
     def sample(self, n, seed=0):
         """n codes drawn from the uniform prior and their decoded pixel probabilities."""
-        if int(n) != n or n < 0:
-            raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        n, seed = _check_count(n, "n", 0), _check_seed(seed, "seed")
         rng = np.random.default_rng(seed)
-        codes = rng.integers(0, self.shape.n_categories, size=(int(n), self.shape.n_latent))
-        return self.backend.xp.asarray(codes, dtype=np.int32), self.decode(codes)
+        codes = rng.integers(0, self.shape.n_categories, size=(n, self.shape.n_latent))
+        return self.backend_.xp.asarray(codes, dtype=np.int32), self.decode(codes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks and array-likes.
+
+def _quiet(*args):
+    pass
+
+
+def _json_value(value):
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _check_count(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_seed(seed, name):
+    seed = _check_count(seed, name, 0)
+    if seed >= 2 ** 63:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return seed
+
+
+def _dlpack_view(x, backend):
+    """A NumPy (or, on the GPU, CuPy) view of a DLPack tensor (PyTorch, JAX, ...), no copy."""
+    if backend is not None and backend.on_device:
+        return backend.xp.from_dlpack(x)
+    try:
+        return np.from_dlpack(x)
+    except (BufferError, RuntimeError, TypeError) as error:
+        raise ValueError(f"cannot read this {type(x).__name__} through DLPack on the CPU ({error}); "
+                         "move it to host memory first") from error
+
+
+def _array_like(x, name, backend=None):
+    """x as something with .shape, .dtype and row slicing: arrays, memory maps and h5py datasets
+    as they are (read batch by batch later), DLPack tensors as views, lists as NumPy."""
+    if isinstance(x, np.ndarray) or type(x).__module__.startswith(("cupy", "h5py")):
+        return x
+    if hasattr(x, "nnz") and hasattr(x, "toarray"):  # scipy.sparse
+        raise TypeError(f"{name}: sparse input is not supported (pixels are dense); pass "
+                        f"{name}.toarray()")
+    if hasattr(x, "__dlpack__"):
+        return _dlpack_view(x, backend)
+    if hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__"):
+        return x
+    try:
+        array = np.asarray(x)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} is not an array ({type(x).__name__}: {error})") from error
+    if array.dtype == object:
+        raise ValueError(f"{name} is not a numeric array (ragged or mixed rows)")
+    return array
+
+
+def _host_array_like(x, name):
+    """Training data for the data layer: on the host (a DLPack tensor in device memory is
+    copied: the data layer's checks and hold-out run on the host)."""
+    if x is None:
+        return None
+    if type(x).__module__.startswith("cupy"):
+        return x.get()
+    x = _array_like(x, name)
+    return x.get() if type(x).__module__.startswith("cupy") else x

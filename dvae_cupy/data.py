@@ -256,9 +256,15 @@ def _splits_from_arrays(arrays, labels, image_shape, name, where):
 def _check_array_kind(dtype, shape, where):
     """Refuse, before any pixel is read, arrays that cannot hold images: not 2-D or 3-D, empty,
     or of a type that is not bool, integer or float."""
+    if np.dtype(dtype).kind == "c":
+        raise ValueError(f"{where}: Complex data not supported (dtype {np.dtype(dtype)}); pixels "
+                         "must be uint8 0..255 or 0/1, bool, or floats in [0, 1]")
     if np.dtype(dtype).kind not in "biuf":
         raise ValueError(f"{where}: dtype {np.dtype(dtype)}; pixels must be uint8 0..255 or 0/1, "
                          "bool, or floats in [0, 1]")
+    if len(shape) == 2 and shape[1] == 0:
+        raise ValueError(f"{where}: 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is "
+                         "required: images need at least one pixel")
     if len(shape) not in (2, 3) or math.prod(shape) == 0:
         raise ValueError(f"{where}: shape {tuple(shape)}; expected (n, H, W) or (n, D) "
                          "with n, H, W, D >= 1")
@@ -295,15 +301,17 @@ def _convert_block(block, out, where):
         if np.isnan(block).any():
             raise ValueError(f"{where}: holds NaN; float pixels must be in [0, 1]")
         low, high = block.min(), block.max()
-        if low < 0 or high > 1:
-            raise ValueError(f"{where}: float pixels must be in [0, 1]; found "
-                             f"{low if low < 0 else high}")
+        if low < 0:
+            raise ValueError(f"{where}: Negative values in data ({low}); float pixels must be in [0, 1]")
+        if high > 1:
+            raise ValueError(f"{where}: float pixels must be in [0, 1]; found {high}")
         out[...] = np.rint(block.astype(np.float64) * 255)
         return bool(np.all((block == 0) | (block == 1)))
     low, high = block.min(), block.max()
-    if low < 0 or high > 255:
-        raise ValueError(f"{where}: integer pixels must be in 0..255; found "
-                         f"{low if low < 0 else high}")
+    if low < 0:
+        raise ValueError(f"{where}: Negative values in data ({low}); integer pixels must be in 0..255")
+    if high > 255:
+        raise ValueError(f"{where}: integer pixels must be in 0..255; found {high}")
     out[...] = block
     return bool(high <= 1)
 

@@ -32,3 +32,8 @@ class RunInterrupted(Exception):
     def __init__(self, signum, message):
         super().__init__(message)
         self.signum = signum
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A DiscreteVAE used before it was fitted or loaded (as scikit-learn's NotFittedError, a
+    ValueError and an AttributeError, so code written for either catches it)."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .model import categorical_probabilities
+
 ESTIMATORS = ("direct", "gumbel-softmax", "exact")
 
 
@@ -93,8 +95,7 @@ def exact_gradients(model, ws, x):
     batch = len(x)
     logits = model.encode(x, ws.encoder)
     losses = model.all_code_losses(x, ws.candidates, 1, ws.losses)   # (B, K)
-    q = xp.exp(logits - logits.max(axis=1, keepdims=True))
-    q /= q.sum(axis=1, keepdims=True)
+    q = categorical_probabilities(xp, logits)                       # N = 1: (B, K)
     expected = (q * losses).sum(axis=1)
     model.decoder_backward_all_codes(q, x, ws.candidates)
     model.ops.softmax_kl(logits, shape.n_categories, 1.0 / batch, ws.kl, ws.dlogits)

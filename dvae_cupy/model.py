@@ -241,6 +241,14 @@ class Model:
                              lr, beta1, beta2, eps, adam_step)
 
 
+def categorical_probabilities(xp, logits):
+    """softmax over the last axis (each variable's K values), stabilised by the maximum: the one
+    softmax of the array code (the kernels have their own)."""
+    q = xp.exp(logits - logits.max(axis=-1, keepdims=True))
+    q /= q.sum(axis=-1, keepdims=True)
+    return q
+
+
 def pixel_probabilities(xp, logits):
     """sigmoid(logits) on any backend, written as the reference writes it, 0.5 (1 + tanh(o / 2)):
     no overflow for any o. The one sigmoid of the array code (the kernels have their own)."""

@@ -49,11 +49,14 @@ def annealed(start, rate, minimum, step, every):
 
 
 class Trainer:
-    def __init__(self, config, log=print, graph_capture=None):
+    def __init__(self, config, log=print, graph_capture=None, data=None):
+        """data: a data.Splits to train on (the library's fit); None loads config.dataset.
+        config.out None: a run that writes no files (fit without out=)."""
         self.config = config
         self.log = log
         self.backend = get_backend(config.backend)
-        self.data = load_dataset(config.dataset, config.binarization, config.data_root)
+        self.data = data if data is not None else load_dataset(config.dataset, config.binarization,
+                                                                config.data_root)
         self.data_digest = self.data.content_digest()  # how a resumed run recognises its data
         pixels = self.data.pixels
         self.model = Model(config.model_shape(pixels), self.backend, seed=config.seed)
@@ -68,7 +71,7 @@ class Trainer:
         # training batch (dynamic binarisation) and by the fixed threshold for evaluation.
         self.train_mode = AS_IS if self.data.binarized else BERNOULLI
         self.eval_mode = AS_IS if self.data.binarized else THRESHOLD
-        self.out = Path(config.out)
+        self.out = None if config.out is None else Path(config.out)
         self.epoch = 0            # completed epochs
         self.step_in_epoch = 0    # steps done in the current epoch (non-zero after Ctrl-C)
         self.epoch_loss_sum = 0.0  # the loss sum of those steps, carried through an interruption
@@ -157,10 +160,12 @@ class Trainer:
         finishes, a checkpoint is saved, and RunInterrupted is raised for the caller to exit on.
         A run already past config.epochs says so and does nothing."""
         if self.epoch >= self.config.epochs:
-            self.log(f"nothing to do: the run in {self.out} has done {self.epoch} epochs and "
-                     f"--epochs is {self.config.epochs}; ask for more epochs to continue it")
+            where = f"the run in {self.out}" if self.out else "the run"
+            self.log(f"nothing to do: {where} has done {self.epoch} epochs and --epochs is "
+                     f"{self.config.epochs}; ask for more epochs to continue it")
             return self.metrics
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
         # The data set and parameters were uploaded on the default stream; a graph's loop runs
         # on its own stream, which would not wait for them.
         self.backend.synchronize_device()
@@ -170,10 +175,13 @@ class Trainer:
             step.tau = self.current_tau()
             while self.epoch < self.config.epochs:
                 if not self.run_epoch(interrupted):
-                    self.save_checkpoint()
                     name = signal.Signals(interrupted()).name
-                    message = (f"{name} at step {self.step}: checkpoint saved to "
-                               f"{self.out / 'checkpoint.h5'}; continue with --resume")
+                    if self.out is None:
+                        message = f"{name} at step {self.step}: stopped (no run folder to save to)"
+                    else:
+                        self.save_checkpoint()
+                        message = (f"{name} at step {self.step}: checkpoint saved to "
+                                   f"{self.out / 'checkpoint.h5'}; continue with --resume")
                     self.log(message)
                     raise RunInterrupted(interrupted(), message)
         return self.metrics
@@ -214,17 +222,24 @@ class Trainer:
                   "train_loss": train_loss, "seconds": seconds}
         record.update(self.evaluate())
         self.metrics.append(record)
-        if record["valid_loss"] < self.best_valid:
-            self.best_valid = record["valid_loss"]
+        improved = record["valid_loss"] < self.best_valid
+        self.best_valid = min(self.best_valid, record["valid_loss"])
+        if self.out is not None:
+            self.save_run_files(record, improved)
+        nll = f" test_nll {record['test_nll']:.2f}" if "test_nll" in record else ""
+        self.log(f"epoch {self.epoch:3d}  train {train_loss:.2f}  valid {record['valid_loss']:.2f}  "
+                 f"test {record['test_loss']:.2f}{nll}  ({seconds:.1f} s)")
+
+    def save_run_files(self, record, improved):
+        """The epoch's files: best.h5 (when the validation loss improved), checkpoint.h5, the
+        metrics line, the pictures."""
+        if improved:
             self.save_checkpoint(self.out / "best.h5")
         # The checkpoint first: it holds every metrics line, so resume can rewrite the file.
         self.save_checkpoint()
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         self.write_pictures()
-        nll = f" test_nll {record['test_nll']:.2f}" if "test_nll" in record else ""
-        self.log(f"epoch {self.epoch:3d}  train {train_loss:.2f}  valid {record['valid_loss']:.2f}  "
-                 f"test {record['test_loss']:.2f}{nll}  ({seconds:.1f} s)")
 
     def evaluate(self):
         evaluator, seed = self.evaluator, self.config.seed
@@ -337,9 +352,9 @@ class DivergenceGuard:
         self.history.append(loss)
 
     def _stop(self, what):
-        raise TrainingDiverged(f"{what}: training stopped; {self.out / 'checkpoint.h5'} and "
-                               f"{self.out / 'best.h5'} hold the last states saved before it "
-                               f"(try a smaller --lr)")
+        kept = "" if self.out is None else (f"; {self.out / 'checkpoint.h5'} and {self.out / 'best.h5'} "
+                                            f"hold the last states saved before it")
+        raise TrainingDiverged(f"{what}: training stopped{kept} (try a smaller learning rate)")
 
 
 class _interrupt_flag:

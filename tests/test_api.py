@@ -10,7 +10,7 @@ PIXELS = 20
 
 @pytest.fixture(scope="module")
 def vae():
-    return DiscreteVAE(n_latent=2, n_categories=3, hidden=8, pixels=PIXELS, seed=1, backend="cpu", batch_size=7)
+    return DiscreteVAE(n_latent=2, n_categories=3, hidden=8, pixels=PIXELS, seed=1, backend="cpu", eval_batch_size=7)
 
 
 def images(n, seed=0):
@@ -90,7 +90,7 @@ def test_bad_inputs_name_the_problem(vae, tmp_path):
         vae.decode(np.array([[0, 3]]))
     with pytest.raises(ValueError, match="codes must be integers"):
         vae.decode(np.array([[0.0, 1.0]]))
-    with pytest.raises(ValueError, match="n_categories"):
-        DiscreteVAE(n_categories=1, backend="cpu")
+    with pytest.raises(ValueError, match="n_categories"):  # checked at first use, not by __init__
+        DiscreteVAE(n_categories=1, pixels=4, backend="cpu").encode(np.zeros((1, 4)))
     with pytest.raises(FileNotFoundError):
         DiscreteVAE.load(tmp_path / "missing.h5")
