@@ -16,5 +16,17 @@ Adam's step, eps) are always 1-element arrays read inside the kernels.
   batch          gather_targets                       (the training batch and its targets)
   step_end       finish_step                          (loss sum and counters of a step)
 Helpers, no ops: _cuda (launch plumbing), _checks (argument checks), _reduce (block sum),
-fastmath_f32 (vectorisable float32 exp / log1p bodies).
+fastmath_f32 (vectorisable float32 exp / log1p bodies), _compile (the on-disk kernel cache).
+
+Every module is imported here, inside _compile.caching_into: the CPU kernels (cache=CACHE)
+then cache their machine code in a folder keyed by a digest of all these sources, so a new
+process skips Numba's compilation and an edit to any file compiles afresh.
 """
+import importlib
+import pkgutil
+
+from ._compile import caching_into, kernel_cache_dir
+
+with caching_into(kernel_cache_dir()):
+    for _module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -15,8 +15,9 @@ The pattern every module in kernels/ follows (kernels/rng.py is the worked examp
 2. CPU twin: ``op_flat(args..., out)`` is ``@numba.njit`` and loops over a 1-D ``out`` (other
    @njit code may call it); ``op(args..., out)`` is a plain Python front with exactly the
    launcher's arguments: it casts scalars as the launcher does and passes ``flat_view(out)``.
-   No ``cache=True``: Numba's cache does not notice edits to scalar bodies imported from other
-   files.
+   Decorate the @njit functions Python calls with ``cache=CACHE`` (from kernels/_compile.py):
+   they cache into a folder keyed by a digest of all kernel sources, which notices edits to
+   scalar bodies imported from other files (Numba's own cache would not).
 3. CUDA twin: ``op_kernel`` is ``@cuda.jit`` WITHOUT a signature, so it compiles lazily at the
    first launch and the package imports on machines with no GPU. One thread per element,
    bounds-checked against ``out.size``.

@@ -35,6 +35,7 @@ import numba
 import numpy as np
 from numba import types
 
+from ._compile import CACHE
 from ._checks import check_scalar_array
 from ._cuda import as_device_view, cuda, current_stream, flat_view, launch_1d
 
@@ -100,7 +101,7 @@ def _prepare(param, grad, m, v, lr, beta1, beta2, eps, step, device=False):
 # CPU twin
 
 
-@numba.njit(error_model="numpy")  # a division raising ZeroDivisionError stops vectorisation (5x)
+@numba.njit(cache=CACHE, error_model="numpy")  # a division raising ZeroDivisionError stops vectorisation (5x)
 def adam_update_flat(param, grad, m, v, one_minus_beta1, one_minus_beta2, eps, step_size,
                      bias_correction2_sqrt):
     """adam_element over flat float32 arrays of one size, in place."""
@@ -110,7 +111,7 @@ def adam_update_flat(param, grad, m, v, one_minus_beta1, one_minus_beta2, eps, s
                                             bias_correction2_sqrt)
 
 
-@numba.njit(error_model="numpy")
+@numba.njit(cache=CACHE, error_model="numpy")
 def adam_update_step_flat(param, grad, m, v, one_minus_beta1, one_minus_beta2, eps, lr, beta1,
                           beta2, step):
     """adam_update_flat with the bias corrections made from step[0] (1-element int64, >= 1)."""

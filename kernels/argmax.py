@@ -46,6 +46,7 @@ import numba
 import numpy as np
 from numba import types
 
+from ._compile import CACHE
 from ._checks import check_array, check_scalar_array
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
 from .rng import gumbel_at
@@ -184,7 +185,7 @@ direct_logit_grad_at_cuda = cuda.jit(device=True, inline="always")(_direct_logit
 # CPU twins: @njit loops (callable from other @njit code with the cast scalars) and Python
 # fronts with the launchers' arguments. The per-step scalars are read here, in @njit code.
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def sample_codes_loop(logits, seed, counter, K, M, per_image, gumbel, codes):
     """The noise first, in long flat loops that LLVM vectorises (the whole array for training, as
     rng.gumbel_noise_flat; each image's M*NK values per image), then the codes. Per (r, n), as the
@@ -206,7 +207,7 @@ def sample_codes_loop(logits, seed, counter, K, M, per_image, gumbel, codes):
             pick_code(logits, gumbel, K, M, r, n, codes)
 
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def direct_logit_grad_loop(logits, gumbel, losses, codes, K, M, eps, grad_scale, two_sided, grad):
     e = eps[0]
     if not (e > 0 and e < np.inf):  # nan fails both

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 from numba import types
 
+from ._compile import CACHE
 from ._checks import check_array, check_scalar_array
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
 from .rng import philox_word
@@ -83,7 +84,7 @@ def _check_gather(images, order, start, mode, seed, counter, out, device=False):
 # ---------------------------------------------------------------------------------------------
 # CPU twin
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def gather_targets_rows(images, order, start, mode, seed, counter, out):
     c = counter[0]
     rows, pixels = out.shape

@@ -52,6 +52,7 @@ import numba
 import numpy as np
 from numba import types
 
+from ._compile import CACHE
 from ._cuda import as_device_view, cuda, current_stream
 from ._checks import check_array, check_shape
 from ._reduce import block_sum
@@ -156,7 +157,7 @@ def _check_softplus_row_sums(out, bias, sums):
 _ELEMENT_FLAGS = {"contract"}  # fused multiply-add only
 
 
-@numba.njit(fastmath={"reassoc", "nsz"}, error_model="numpy")
+@numba.njit(cache=CACHE, fastmath={"reassoc", "nsz"}, error_model="numpy")
 def sum_f64(terms):
     """The float64 sum of a float32 vector, re-associated into vector lanes."""
     total = 0.0
@@ -165,7 +166,7 @@ def sum_f64(terms):
     return total
 
 
-@numba.njit(fastmath=_ELEMENT_FLAGS, error_model="numpy")
+@numba.njit(cache=CACHE, fastmath=_ELEMENT_FLAGS, error_model="numpy")
 def bce_rows_njit(out, bias, x, samples_per_target, grad_scale, loss, grad):
     """The loop of bce_rows on 2-D C-contiguous float32 arrays (grad may be out)."""
     rows, pixels = out.shape
@@ -184,7 +185,7 @@ def bce_rows_njit(out, bias, x, samples_per_target, grad_scale, loss, grad):
         loss[r] = sum_f64(terms)
 
 
-@numba.njit(fastmath=_ELEMENT_FLAGS, error_model="numpy")
+@numba.njit(cache=CACHE, fastmath=_ELEMENT_FLAGS, error_model="numpy")
 def softplus_row_sum(o_row, bias, terms):
     """sum_d softplus(o_row[d] + bias[d]) in float64, rounded to float32; `terms` a float32
     scratch vector of the row's length. The one place a row's softplus sum is computed on the
@@ -194,7 +195,7 @@ def softplus_row_sum(o_row, bias, terms):
     return np.float32(sum_f64(terms))
 
 
-@numba.njit(fastmath=_ELEMENT_FLAGS, error_model="numpy")
+@numba.njit(cache=CACHE, fastmath=_ELEMENT_FLAGS, error_model="numpy")
 def softplus_row_sums_njit(out, bias, sums):
     """The loop of softplus_row_sums on C-contiguous float32 arrays."""
     terms = np.empty(out.shape[1], np.float32)

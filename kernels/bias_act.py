@@ -26,6 +26,7 @@ import numba
 import numpy as np
 from numba import types
 
+from ._compile import CACHE
 from ._cuda import as_device_view, cuda, current_stream, flat_view, launch_1d
 from ._checks import check_array
 
@@ -82,7 +83,7 @@ def _check_relu_backward(grad, act, grad_bias):
 # CPU twins: row-major loops over contiguous memory, no allocation (both vectorise)
 
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def bias_act_rows(a, bias, relu):
     """a[r, c] = bias_act_element(a[r, c], bias[c], relu) for 2-D `a` (R, C).
     2-D indexing, not a[r*C + c]: Numba cannot prove a computed flat index non-negative, and
@@ -93,7 +94,7 @@ def bias_act_rows(a, bias, relu):
             a[r, c] = bias_act_element(a[r, c], bias[c], relu)
 
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def relu_backward_rows(grad, act, grad_bias):
     """grad[r, c] = relu_grad_element(grad[r, c], act[r, c]), and grad_bias = the column sums of
     the masked grad: row 0 copied, then rows 1, 2, ... added (np.sum(axis=0)'s order)."""

@@ -54,6 +54,7 @@ import numba
 import numpy as np
 from numba import types
 
+from ._compile import CACHE
 from ._checks import check_array
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
 from ._reduce import block_sum
@@ -194,7 +195,7 @@ neighbour_partial_cuda = cuda.jit(device=True, inline="always")(_neighbour_parti
 # reassoc lets LLVM vectorise the float32 dot product (4x faster at H = 300); contract fuses its
 # multiply-adds as the GPU does. The activation keeps its exact-at-the-sampled-code property
 # (checked in tests/test_candidates.py).
-@numba.njit(fastmath={"reassoc", "contract"})
+@numba.njit(cache=CACHE, fastmath={"reassoc", "contract"})
 def neighbour_hidden_loop(pre, weight, codes, K, u, start, hidden, linear):
     N = codes.shape[1]
     for c in range(hidden.shape[0]):
@@ -230,7 +231,7 @@ def neighbour_hidden_kernel(pre, weight, codes, K, u, start, hidden, linear):
 # ---------------------------------------------------------------------------------------------
 # N = 1: all K codes. CPU: the K softplus sums, then the (B*M, K) losses row by row.
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def code_losses_loop(code_out, bias, xo, xb2, M, losses):
     K, D = code_out.shape
     terms = np.empty(D, np.float32)
@@ -276,7 +277,7 @@ def code_losses_cuda(code_out, bias, xo, xb2, M, losses, stream=None):
 
 # ---------------------------------------------------------------------------------------------
 # N > 1: the finished neighbour losses scattered into (R, N*K). One body stores candidate c's loss
-# from its softplus sum, compiled for each target (the simulator cannot pass arrays into @njit
+# from its softplus sum, compiled for each target (the simulator cannot pass arrays into @njit(cache=CACHE)
 # code).
 
 def _store_candidate(softplus_sum, linear, linear_b2, codes, K, start, losses, c):
@@ -288,7 +289,7 @@ store_candidate = numba.njit(inline="always")(_store_candidate)
 store_candidate_cuda = cuda.jit(device=True, inline="always")(_store_candidate)
 
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def store_candidate_losses_loop(cand_out, bias, linear, linear_b2, codes, K, start, losses):
     terms = np.empty(cand_out.shape[1], np.float32)
     for c in range(cand_out.shape[0]):
@@ -304,7 +305,7 @@ def store_candidate_losses(cand_out, bias, linear, linear_b2, codes, K, start, l
                                 np.int32(start), losses)
 
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def store_sampled_losses_loop(sampled, codes, K, losses):
     for r in range(codes.shape[0]):
         for n in range(codes.shape[1]):

@@ -37,6 +37,7 @@ agree bit for bit.
 import numpy as np
 from numba import njit, types
 
+from ._compile import CACHE
 from ._checks import check_array, check_shape
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
 
@@ -106,7 +107,7 @@ def _check_scatter(grad_out, hidden, codes, K, grad_weight, grad_bias):
 # CPU twins: row by row over contiguous memory
 
 
-@njit
+@njit(cache=CACHE)
 def gather_rows_sum_rows(weight, bias, codes, K, pre, hidden):
     """pre[r] = bias + sum_n weight[n*K + codes[r, n]]; hidden[r] = relu_value(pre[r])."""
     rows, n_latent = codes.shape
@@ -122,7 +123,7 @@ def gather_rows_sum_rows(weight, bias, codes, K, pre, hidden):
             hidden[r, j] = relu_value(pre[r, j])
 
 
-@njit
+@njit(cache=CACHE)
 def scatter_rows_add_rows(grad_out, hidden, codes, K, grad_weight, grad_bias):
     """grad_weight = 0, then grad_weight[n*K + codes[r, n]] += g[r] for r = 0, 1, ...;
     grad_bias = g[0] + g[1] + ... ; g = the masked grad_out, one row at a time in a scratch row."""

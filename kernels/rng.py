@@ -33,6 +33,7 @@ import numba
 import numpy as np
 from numba import types
 
+from ._compile import CACHE
 from ._checks import check_array, check_scalar_array
 from ._cuda import as_device_view, cuda, current_stream, flat_view, launch_1d
 
@@ -124,9 +125,9 @@ def gumbel_at(seed, counter, i):
 # with the launcher's signature that casts the seed (Numba cannot type a Python int >= 2**63),
 # checks the counter and takes the flat view (an error, not a silent copy, for a non-contiguous
 # array). The counter is read inside the loop's @njit code, never on the host.
-# No cache=True: Numba's cache would not notice a change to a scalar body imported from elsewhere.
+# cache=CACHE: the on-disk cache keyed by all kernel sources (kernels/_compile.py).
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def philox_bits_flat(seed, counter, out):
     """out[i] = Philox word i of (seed, counter[0]), for 1-D uint32 `out`."""
     c = counter[0]
@@ -134,7 +135,7 @@ def philox_bits_flat(seed, counter, out):
         out[i] = np.uint32(philox_word(seed, c, i))
 
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def gumbel_noise_flat(seed, counter, out):
     """out[i] = Gumbel(0, 1) noise for element i of (seed, counter[0]), for 1-D float32 `out`."""
     c = counter[0]

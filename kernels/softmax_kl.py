@@ -28,6 +28,7 @@ import numba
 import numpy as np
 from numba import types
 
+from ._compile import CACHE
 from ._cuda import as_device_view, cuda, current_stream
 from ._checks import check_array
 from ._reduce import block_sum
@@ -93,7 +94,7 @@ def _check_softmax_kl(logits, n_categories, kl, grad):
 # CPU twin
 
 
-@numba.njit
+@numba.njit(cache=CACHE)
 def softmax_kl_njit(logits, n_categories, grad_scale, kl, grad):
     """The loop of softmax_kl on C-contiguous float32 arrays."""
     batch, width = logits.shape
