@@ -15,8 +15,8 @@ import numpy as np
 
 from ._checks import check_array
 
-__all__ = ["pair_count", "pair_index", "pair_of", "check_solver_args", "check_host_potentials",
-           "check_eps_value"]
+__all__ = ["pair_count", "pair_index", "pair_of", "check_count", "check_solver_args",
+           "check_host_potentials", "check_eps_array", "check_eps_value"]
 
 
 def pair_count(n_vars):
