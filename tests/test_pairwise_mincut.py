@@ -10,7 +10,7 @@ import pytest
 
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_mincut
-from pairwise_cases import pymaxflow_argmax, untied_potentials
+from pairwise_cases import draw_potentials, pymaxflow_argmax, untied_potentials
 
 SETS_PER_N = 10_000
 
@@ -57,6 +57,17 @@ def test_mincut_equals_pymaxflow():
                                                    "attractive")
         theirs = np.array([pymaxflow_argmax(maxflow, u, w) for u, w in zip(unary, pairwise)])
         np.testing.assert_array_equal(theirs, truth)  # the construction is the published one
+        np.testing.assert_array_equal(solve(unary, pairwise), theirs)
+
+
+def test_mincut_equals_pymaxflow_beyond_brute_force():
+    # N = 30 and 64 (the kernel's limit): too many codes to enumerate; near ties are not
+    # excluded here, but random float potentials have none at float64 resolution in practice
+    maxflow = pytest.importorskip("maxflow", reason="PyMaxflow is a test-only dependency")
+    rng = np.random.default_rng(6)
+    for N in (30, pairwise_mincut.MINCUT_MAX_VARS):
+        unary, pairwise = draw_potentials(rng, 100, N, "attractive")
+        theirs = np.array([pymaxflow_argmax(maxflow, u, w) for u, w in zip(unary, pairwise)])
         np.testing.assert_array_equal(solve(unary, pairwise), theirs)
 
 
