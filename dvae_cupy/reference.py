@@ -436,3 +436,358 @@ def adam_step(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8
     v = beta2 * v + (1 - beta2) * grad * grad
     denom = np.sqrt(v) / np.sqrt(1 - beta2 ** step) + eps
     return param - (lr / (1 - beta1 ** step)) * m / denom, m, v
+
+
+# ---------------------------------------------------------------------------------------------
+# Structured latents: the pairwise binary model
+#
+# The published structured model (Lorberbom et al., and the authors' run_structured_maxflow.py):
+# N binary variables z in {0, 1}^N, each one-hot over K = 2 values, so the decoder is the
+# unstructured decoder with K = 2 (2N inputs). The encoder's last layer has 2N + P outputs,
+# P = N(N-1)/2: unary potentials phi_i(k) in column 2i + k, then one pairwise pre-activation per
+# pair i < j in row-major pair order (0,1), (0,2), ..., (0,N-1), (1,2), ... . Pairwise potentials
+# are softplus(pre) >= 0 ("attractive": the arg max is a minimum cut, exact) or pre itself
+# ("signed": the arg max is found by enumerating all 2^N codes, N <= 20). The score of a code is
+#     h(z) = sum_i phi_i(z_i) + sum_{i<j} phi_ij z_i z_j,
+# Gumbel noise perturbs the unaries only (one Gumbel per variable and value), and
+#     z_opt = arg max_z h(z) + sum_i gamma_i(z_i).
+# Direct gradient: the coordinate-wise candidate losses L_i(k) (candidate_losses with K = 2)
+# times eps are subtracted from the perturbed unaries, z_dir is the structured arg max of that,
+# and the gradient of each potential is its statistic at z_opt minus at z_dir, over eps:
+# onehot(z)_i(k) for phi_i(k), z_i z_j for phi_ij (then times softplus' = sigmoid in attractive
+# mode). The reported loss is the BCE at z_opt plus the KL of each variable's softmax over its
+# two unaries to uniform; the KL is not back-propagated (as published). It is NOT the ELBO of
+# the structured posterior, which has no tractable density under this low-dimensional
+# perturbation: it is the published figure, kept for comparison.
+#
+# Layouts: enc_out (B, 2N+P); unary (..., N, 2); pairwise (..., P); codes z (..., N) in {0, 1};
+# gumbel (B, M, N, 2) as for the unstructured model with K = 2. Code number c = sum_i z_i 2^i
+# (variable 0 is the lowest bit): enumeration ties go to the smallest c.
+
+PAIRWISE_MODES = ("attractive", "signed")
+SIGNED_MAX_VARS = 20  # signed potentials are solved by enumerating 2^N codes per sample
+
+
+def pair_count(n_vars):
+    """P = N(N-1)/2 pairs i < j."""
+    return n_vars * (n_vars - 1) // 2
+
+
+def pair_indices(n_vars):
+    """(first, second): pair p is (first[p], second[p]), i < j, in row-major pair order."""
+    return np.triu_indices(n_vars, k=1)
+
+
+def pair_index(i, j, n_vars):
+    """Column p of pair (i, j), i < j, in row-major pair order: the rows above i hold
+    (N-1) + (N-2) + ... + (N-i) = i N - i (i+1) / 2 pairs."""
+    return i * n_vars - i * (i + 1) // 2 + (j - i - 1)
+
+
+def structured_output_width(n_vars):
+    """Width of the encoder's last layer: 2N unaries and P pairwise pre-activations."""
+    return 2 * n_vars + pair_count(n_vars)
+
+
+def check_pairwise_model(n_vars, mode):
+    """The model-level options: mode, N >= 2 (a pairwise model needs a pair), N <= 20 signed."""
+    if mode not in PAIRWISE_MODES:
+        raise ValueError(f"mode must be one of {PAIRWISE_MODES}, got {mode!r}")
+    if int(n_vars) != n_vars or n_vars < 2:
+        raise ValueError(f"n_vars must be an integer >= 2 for a pairwise model (it needs at "
+                         f"least one pair i < j), got {n_vars!r}")
+    if mode == "signed" and n_vars > SIGNED_MAX_VARS:
+        raise ValueError(f"n_vars must be <= {SIGNED_MAX_VARS} with signed pairwise potentials: "
+                         f"their exact arg max enumerates all 2**n_vars codes per sample "
+                         f"(2**{int(n_vars)} here), got {n_vars!r}")
+
+
+def init_structured_params(pixels, hidden, n_vars, mode, rng):
+    """The 8 arrays of the pairwise model, initialised as init_params does: the encoder's last
+    layer has 2N + P outputs, the decoder reads 2N one-hot inputs."""
+    check_pairwise_model(n_vars, mode)
+    layers = {"enc_w1": (pixels, hidden), "enc_w2": (hidden, structured_output_width(n_vars)),
+              "dec_w1": (2 * n_vars, hidden), "dec_w2": (hidden, pixels)}
+    params = {}
+    for w_name, (fan_in, fan_out) in layers.items():
+        bound = 1.0 / np.sqrt(fan_in)
+        params[w_name] = rng.uniform(-bound, bound, size=(fan_in, fan_out))
+        params[w_name.replace("w", "b")] = rng.uniform(-bound, bound, size=fan_out)
+    return {name: params[name] for name in PARAM_NAMES}
+
+
+def check_structured_params(params, n_vars):
+    """Checks the 8 arrays fit a pairwise model of n_vars variables; returns (pixels, hidden)."""
+    missing = [name for name in PARAM_NAMES if name not in params]
+    if missing:
+        raise ValueError(f"params is missing {missing}")
+    pixels, hidden = np.shape(params["enc_w1"])
+    width = structured_output_width(n_vars)
+    expected = {
+        "enc_w1": (pixels, hidden), "enc_b1": (hidden,),
+        "enc_w2": (hidden, width), "enc_b2": (width,),
+        "dec_w1": (2 * n_vars, hidden), "dec_b1": (hidden,),
+        "dec_w2": (hidden, pixels), "dec_b2": (pixels,),
+    }
+    for name, shape in expected.items():
+        if np.shape(params[name]) != shape:
+            raise ValueError(f"params[{name!r}] has shape {np.shape(params[name])}, expected "
+                             f"{shape} for a pairwise model of n_vars={n_vars}")
+        check_finite(f"params[{name!r}]", params[name])
+    return pixels, hidden
+
+
+def check_potentials(unary, pairwise, attractive=False):
+    """unary (..., N, 2) and pairwise (..., P) as float64, finite, P = N(N-1)/2, leading dims
+    broadcastable; pairwise >= 0 where `attractive`. Returns (unary, pairwise, N)."""
+    unary = np.asarray(unary, dtype=np.float64)
+    pairwise = np.asarray(pairwise, dtype=np.float64)
+    if unary.ndim < 2 or unary.shape[-1] != 2 or unary.shape[-2] < 1:
+        raise ValueError(f"unary must have shape (..., N >= 1, 2), got {unary.shape}")
+    n_vars = unary.shape[-2]
+    if pairwise.ndim < 1 or pairwise.shape[-1] != pair_count(n_vars):
+        raise ValueError(f"pairwise must have shape (..., {pair_count(n_vars)}) for N={n_vars} "
+                         f"(one potential per pair i < j), got {pairwise.shape}")
+    try:
+        np.broadcast_shapes(unary.shape[:-2], pairwise.shape[:-1])
+    except ValueError:
+        raise ValueError(f"unary {unary.shape} and pairwise {pairwise.shape} have leading "
+                         f"dimensions that do not broadcast") from None
+    check_finite("unary", unary)
+    check_finite("pairwise", pairwise)
+    if attractive and np.any(pairwise < 0):
+        raise ValueError("pairwise must be >= 0 for the min-cut arg max (attractive potentials)")
+    return unary, pairwise, n_vars
+
+
+def structured_potentials(enc_out, n_vars, mode):
+    """enc_out (B, 2N+P) -> unary (B, N, 2), pairwise (B, P): softplus(pre) or pre."""
+    check_pairwise_model(n_vars, mode)
+    enc_out = np.asarray(enc_out, dtype=np.float64)
+    width = structured_output_width(n_vars)
+    if enc_out.ndim != 2 or enc_out.shape[1] != width:
+        raise ValueError(f"enc_out must have shape (B, {width}) for n_vars={n_vars}, "
+                         f"got {enc_out.shape}")
+    check_finite("enc_out", enc_out)
+    unary = enc_out[:, :2 * n_vars].reshape(len(enc_out), n_vars, 2)
+    pre = enc_out[:, 2 * n_vars:]
+    return unary, (softplus(pre) if mode == "attractive" else pre)
+
+
+def pair_statistics(z):
+    """z_i z_j for every pair, row-major: (..., N) -> (..., P)."""
+    first, second = pair_indices(np.shape(z)[-1])
+    return np.asarray(z)[..., first] * np.asarray(z)[..., second]
+
+
+def structured_score(unary, pairwise, z):
+    """h(z) = sum_i unary[..., i, z_i] + sum_{i<j} pairwise[..., p(i,j)] z_i z_j (broadcast)."""
+    z = np.asarray(z)
+    unary_part = np.take_along_axis(unary, z[..., None], axis=-1)[..., 0].sum(axis=-1)
+    return unary_part + np.sum(pairwise * pair_statistics(z), axis=-1)
+
+
+def binary_codes(start, stop, n_vars):
+    """Codes number start .. stop-1 as (stop - start, N) integers: z_i = bit i of c."""
+    return (np.arange(start, stop)[:, None] >> np.arange(n_vars)) & 1
+
+
+def all_binary_codes(n_vars):
+    """(2^N, N) integer codes: row c has z_i = bit i of c."""
+    return binary_codes(0, 2 ** n_vars, n_vars)
+
+
+def code_scores(unary, pairwise, codes):
+    """Scores of the given codes (C, N) for each set: (..., N, 2), (..., P) -> (..., C).
+    h is linear in the statistics (onehot(z), z_i z_j), so all codes are one matrix product."""
+    unary, pairwise, n_vars = check_potentials(unary, pairwise)
+    unary_stats = np.stack([1 - codes, codes], axis=-1).reshape(len(codes), 2 * n_vars)
+    lead = np.broadcast_shapes(unary.shape[:-2], pairwise.shape[:-1])
+    flat_unary = unary.reshape(unary.shape[:-2] + (2 * n_vars,))
+    return (np.broadcast_to(flat_unary @ unary_stats.T, lead + (len(codes),))
+            + pairwise @ pair_statistics(codes).T)
+
+
+def all_code_scores(unary, pairwise):
+    """Scores of all 2^N codes (row c of all_binary_codes): (..., N, 2), (..., P) -> (..., 2^N)."""
+    return code_scores(unary, pairwise, all_binary_codes(np.shape(unary)[-2]))
+
+
+def structured_argmax_enumerate(unary, pairwise):
+    """Exact arg max of h by scoring every one of the 2^N codes (any sign of pairwise): the
+    truth both fast solvers are checked against. Ties go to the smallest code number c.
+    unary (..., N, 2), pairwise (..., P) -> codes (..., N). Codes are scored in blocks (and
+    sets in groups) so that memory stays ~32 MiB at any N <= 20."""
+    unary, pairwise, n_vars = check_potentials(unary, pairwise)
+    if n_vars > SIGNED_MAX_VARS:
+        raise ValueError(f"enumeration scores 2**N codes: N must be <= {SIGNED_MAX_VARS}, "
+                         f"got N={n_vars}")
+    lead = np.broadcast_shapes(unary.shape[:-2], pairwise.shape[:-1])
+    unary = np.broadcast_to(unary, lead + unary.shape[-2:]).reshape(-1, n_vars, 2)
+    pairwise = np.broadcast_to(pairwise, lead + pairwise.shape[-1:]).reshape(len(unary), -1)
+    block = 2 ** min(n_vars, 14)
+    group = max(1, 2 ** 22 // block)
+    best = np.zeros(len(unary), dtype=np.int64)
+    for first in range(0, len(unary), group):
+        sets = slice(first, first + group)
+        best_score = np.full(len(unary[sets]), -np.inf)
+        for start in range(0, 2 ** n_vars, block):
+            scores = code_scores(unary[sets], pairwise[sets],
+                                 binary_codes(start, start + block, n_vars))
+            top = np.argmax(scores, axis=-1)  # the first maximum: the smallest code
+            top_score = scores[np.arange(len(top)), top]
+            wins = top_score > best_score  # strict: an earlier (smaller) code keeps a tie
+            best[first + np.flatnonzero(wins)] = start + top[wins]
+            best_score[wins] = top_score[wins]
+    return ((best[:, None] >> np.arange(n_vars)) & 1).reshape(lead + (n_vars,))
+
+
+def max_flow_source_side(capacity, source, sink):
+    """Edmonds-Karp maximum flow on a dense capacity matrix: augment along a shortest residual
+    path (breadth-first search) until none is left. Returns a boolean mask of the nodes
+    reachable from the source in the final residual graph: the source side of a minimum cut
+    (the smallest one, when several cuts are minimal)."""
+    residual = np.array(capacity, dtype=np.float64)
+    while True:
+        parent = np.full(len(residual), -1)
+        parent[source] = source
+        queue = [source]
+        while queue and parent[sink] < 0:
+            u = queue.pop(0)
+            for v in np.flatnonzero((residual[u] > 0) & (parent < 0)):
+                parent[v] = u
+                queue.append(v)
+        if parent[sink] < 0:  # no augmenting path: the search reached all it could
+            return parent >= 0
+        path = [sink]
+        while path[-1] != source:
+            path.append(parent[path[-1]])
+        edges = list(zip(path[:0:-1], path[-2::-1]))  # (u, v) from source to sink
+        bottleneck = min(residual[u, v] for u, v in edges)
+        for u, v in edges:
+            residual[u, v] -= bottleneck
+            residual[v, u] += bottleneck
+
+
+def mincut_argmax_one(unary, pairwise):
+    """Exact arg max of h for one sample with pairwise >= 0, by a minimum s-t cut.
+
+    With a_i = phi_i(1) - phi_i(0), h(z) = const + sum_i a_i z_i + sum_{i<j} w_ij z_i z_j.
+    Since z_i z_j = (z_i + z_j)/2 - [z_i != z_j]/2, maximising h is minimising
+        E(z) = sum_i c_i z_i + sum_{i<j} (w_ij / 2) [z_i != z_j],
+        c_i = -(a_i + sum_{j != i} w_ij / 2),
+    a cut energy when every w_ij >= 0 (that is why attractive potentials are exact). Graph on
+    N + 2 nodes: node i on the source side means z_i = 1. A cut pays the capacity of the edges
+    from the source side to the sink side, so
+        c_i >= 0: edge i -> sink, capacity c_i       (paid iff z_i = 1)
+        c_i <  0: edge source -> i, capacity -c_i    (paid iff z_i = 0: E shifts by the constant c_i)
+        i < j:    edges i -> j and j -> i, capacity w_ij / 2 each (one is paid iff z_i != z_j).
+    The cut's capacity is E(z) up to a constant; the minimum cut is the arg max of h.
+    (The authors' code builds the mirror image, z_i = 1 on the sink side, with PyMaxflow.)"""
+    n_vars = len(unary)
+    source, sink = n_vars, n_vars + 1
+    capacity = np.zeros((n_vars + 2, n_vars + 2))
+    c = -(unary[:, 1] - unary[:, 0])
+    for p, (i, j) in enumerate(zip(*pair_indices(n_vars))):
+        capacity[i, j] = capacity[j, i] = pairwise[p] / 2
+        c[i] -= pairwise[p] / 2
+        c[j] -= pairwise[p] / 2
+    for i in range(n_vars):
+        if c[i] >= 0:
+            capacity[i, sink] = c[i]
+        else:
+            capacity[source, i] = -c[i]
+    return max_flow_source_side(capacity, source, sink)[:n_vars].astype(np.int64)
+
+
+def structured_argmax_mincut(unary, pairwise):
+    """Exact arg max of h for pairwise >= 0 (attractive), one minimum cut per sample.
+    unary (..., N, 2), pairwise (..., P) -> codes (..., N). Under ties it returns the maximiser
+    with the fewest ones (the smallest source side), which need not be the smallest code."""
+    unary, pairwise, n_vars = check_potentials(unary, pairwise, attractive=True)
+    lead = np.broadcast_shapes(unary.shape[:-2], pairwise.shape[:-1])
+    unary = np.broadcast_to(unary, lead + unary.shape[-2:]).reshape(-1, n_vars, 2)
+    pairwise = np.broadcast_to(pairwise, lead + pairwise.shape[-1:]).reshape(len(unary), -1)
+    codes = [mincut_argmax_one(u, w) for u, w in zip(unary, pairwise)]
+    return np.array(codes, dtype=np.int64).reshape(lead + (n_vars,))
+
+
+def structured_argmax(unary, pairwise, mode):
+    """The exact solver of each mode: min-cut (attractive) or enumeration (signed)."""
+    if mode not in PAIRWISE_MODES:
+        raise ValueError(f"mode must be one of {PAIRWISE_MODES}, got {mode!r}")
+    if mode == "attractive":
+        return structured_argmax_mincut(unary, pairwise)
+    return structured_argmax_enumerate(unary, pairwise)
+
+
+def structured_direct_output_grad(enc_out, gumbel, losses, z_opt, n_vars, eps, mode,
+                                  two_sided=False):
+    """The direct estimate of d E[L] / d enc_out per sample, averaged over its M draws (not yet
+    / B): (B, 2N+P), with the z_dir codes it used.
+
+    z_dir(eps) = structured arg max of (unary + gumbel - eps L) with the same pairwise terms;
+    one-sided: (stat(z_opt) - stat(z_dir(eps))) / eps; two-sided:
+    (stat(z_dir(-eps)) - stat(z_dir(eps))) / (2 eps); stat = onehot(z) for the unaries and
+    z_i z_j for the pairs, whose gradient is then multiplied by softplus'(pre) = sigmoid(pre)
+    in attractive mode. gumbel, losses (B, M, N, 2), z_opt (B, M, N).
+    Returns (grad, z_dir(eps), z_dir(-eps) or None)."""
+    check_positive("eps", eps)
+    unary, pairwise = structured_potentials(enc_out, n_vars, mode)
+    batch = len(unary)
+    perturbed = unary[:, None] + gumbel
+    z_plus = structured_argmax(perturbed - eps * losses, pairwise[:, None], mode)
+    z_minus = structured_argmax(perturbed + eps * losses, pairwise[:, None], mode) \
+        if two_sided else None
+    base = z_minus if two_sided else z_opt
+    scale = 2 * eps if two_sided else eps
+    d_unary = (onehot(base, 2) - onehot(z_plus, 2)).mean(axis=1) / scale
+    d_pairwise = (pair_statistics(base) - pair_statistics(z_plus)).mean(axis=1) / scale
+    if mode == "attractive":
+        d_pairwise = d_pairwise * sigmoid(np.asarray(enc_out, dtype=np.float64)[:, 2 * n_vars:])
+    return np.concatenate([d_unary.reshape(batch, 2 * n_vars), d_pairwise], axis=1), z_plus, z_minus
+
+
+def structured_direct_estimator(params, x, n_vars, gumbel, eps, mode, two_sided=False):
+    """Loss and gradients of all 8 arrays of the pairwise model, direct estimator for the encoder.
+
+    The loss is the published one: mean over samples of the BCE at z_opt (mean over the M
+    draws) plus the KL of the unary softmaxes to uniform, which is reported and not
+    back-propagated. Returns (loss, grads, info) with info holding z_opt, z_dir (and z_dir_minus
+    when two-sided), the candidate losses, enc_out, unary and pairwise potentials, recon, kl."""
+    check_positive("eps", eps)
+    check_pairwise_model(n_vars, mode)
+    pixels, _ = check_structured_params(params, n_vars)
+    x = check_targets(x, pixels)
+    gumbel = check_gumbel(gumbel, len(x), n_vars, 2)
+    batch, n_samples = gumbel.shape[:2]
+    enc_out, enc_cache = encoder_forward(params, x, 1)  # one column per output: (B, 2N+P, 1)
+    enc_out = enc_out[..., 0]
+    unary, pairwise = structured_potentials(enc_out, n_vars, mode)
+    z_opt = structured_argmax(unary[:, None] + gumbel, pairwise[:, None], mode)
+    recon, dec_grads = _decoder_at_codes(params, x, z_opt, 2)
+    losses = candidate_losses(params, np.repeat(x, n_samples, axis=0),
+                              z_opt.reshape(batch * n_samples, n_vars), 2).reshape(gumbel.shape)
+    d_out, z_dir, z_dir_minus = structured_direct_output_grad(
+        enc_out, gumbel, losses, z_opt, n_vars, eps, mode, two_sided)
+    kl = kl_uniform(unary)
+    loss, grads = _finish(params, enc_out, enc_cache, d_out / batch, dec_grads,
+                          recon.mean(axis=1), kl)
+    info = {"z_opt": z_opt, "z_dir": z_dir, "losses": losses, "enc_out": enc_out,
+            "unary": unary, "pairwise": pairwise, "recon": recon, "kl": kl}
+    if two_sided:
+        info["z_dir_minus"] = z_dir_minus
+    return loss, grads, info
+
+
+def structured_sampled_loss(params, x, n_vars, gumbel, mode):
+    """The published test loss per sample: BCE at the structured arg max of the first draw plus
+    the KL of the unary softmaxes to uniform: (B,). Not the ELBO of the structured posterior."""
+    check_pairwise_model(n_vars, mode)
+    pixels, _ = check_structured_params(params, n_vars)
+    x = check_targets(x, pixels)
+    gumbel = check_gumbel(gumbel, len(x), n_vars, 2)
+    enc_out, _ = encoder_forward(params, x, 1)
+    unary, pairwise = structured_potentials(enc_out[..., 0], n_vars, mode)
+    z = structured_argmax(unary + gumbel[:, 0], pairwise, mode)
+    return decoder_loss(params, x, z, 2) + kl_uniform(unary)

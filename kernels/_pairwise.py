@@ -1,0 +1,95 @@
+"""Shared pieces of the pairwise (structured binary) kernels: pair indexing and argument checks.
+
+Layouts (reference: the "Structured latents" section of dvae_cupy/reference.py):
+  enc_out  (B, 2N+P)  encoder output: unary potential of variable i, value k in column 2i + k,
+                      then one pairwise pre-activation per pair i < j, row-major pair order
+  unary    (R, 2N)    perturbed unaries of row r = b*M + m (the solvers' input)
+  pairwise (B, P)     pairwise potentials, shared by the M rows of data point b
+  codes    (R, N)     int32 in {0, 1}
+P = N(N-1)/2; pair (i, j), i < j, is column i*N - i*(i+1)/2 + (j - i - 1).
+"""
+import math
+
+import numba
+import numpy as np
+
+from ._checks import check_array
+
+__all__ = ["pair_count", "pair_index", "pair_of", "check_count", "check_solver_args",
+           "check_host_potentials", "check_eps_array", "check_eps_value"]
+
+
+def pair_count(n_vars):
+    return n_vars * (n_vars - 1) // 2
+
+
+@numba.njit(inline="always")
+def pair_index(i, j, N):
+    """Column of pair (i, j) for i < j (scalars: callable from every target)."""
+    return i * N - (i * (i + 1)) // 2 + (j - i - 1)
+
+
+@numba.njit(inline="always")
+def pair_of(p, N):
+    """(i, j) of pair column p: row i holds the N-1-i pairs (i, i+1) .. (i, N-1)."""
+    i = 0
+    row = N - 1
+    while p >= row:
+        p -= row
+        i += 1
+        row -= 1
+    return i, i + 1 + p
+
+
+def check_count(name, value, minimum):
+    if int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_solver_args(unary, pairwise, M, codes, max_vars, why):
+    """Shapes and dtypes of a solver call; returns (B, R, N). `max_vars` bounds N, `why` says
+    what bounds it (for the error)."""
+    M = check_count("M", M, 1)
+    if len(unary.shape) != 2 or unary.shape[1] < 2 or unary.shape[1] % 2 or unary.shape[0] < 1:
+        raise ValueError(f"unary must have shape (R >= 1, 2N) with N >= 1 (two values per "
+                         f"variable), got {tuple(unary.shape)}")
+    R, N = unary.shape[0], unary.shape[1] // 2
+    if N > max_vars:
+        raise ValueError(f"unary has N={N} variables; this solver takes N <= {max_vars}: {why}")
+    if R % M:
+        raise ValueError(f"unary has {R} rows, not a multiple of M={M} (row r = b*M + m)")
+    B = R // M
+    check_array("unary", unary, np.float32, shape=(R, 2 * N))
+    check_array("pairwise", pairwise, np.float32, shape=(B, pair_count(N)))
+    check_array("codes", codes, np.int32, shape=(R, N))
+    return B, R, N
+
+
+def check_host_potentials(unary, pairwise, attractive):
+    """Value checks the CPU twins make on host arrays (the launchers cannot without a sync; their
+    kernels write codes of -1 for a row with such input instead)."""
+    if not np.all(np.isfinite(unary)):
+        raise ValueError("unary contains non-finite values (nan or inf)")
+    if not np.all(np.isfinite(pairwise)):
+        raise ValueError("pairwise contains non-finite values (nan or inf)")
+    if attractive and np.any(pairwise < 0):
+        raise ValueError("pairwise must be >= 0 for the min-cut arg max (attractive potentials: "
+                         "softplus of the pre-activations)")
+
+
+def check_eps_array(eps):
+    """eps is a 1-element 1-D float32 array (read by the kernel: no Python-number variant)."""
+    if getattr(eps, "dtype", None) is None or np.dtype(eps.dtype) != np.float32 \
+            or tuple(eps.shape) != (1,):
+        raise ValueError(f"eps must be a 1-element 1-D float32 array, got "
+                         f"{type(eps).__name__} {getattr(eps, 'dtype', '')} "
+                         f"{tuple(getattr(eps, 'shape', ()))}")
+
+
+def check_eps_value(eps):
+    """The CPU twins' check of eps[0] (host memory): a finite number > 0."""
+    check_eps_array(eps)
+    value = float(eps[0])
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"eps must be a finite number > 0, got eps[0] = {value!r}")
