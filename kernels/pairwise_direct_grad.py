@@ -34,7 +34,7 @@ from ._compile import CACHE
 from ._checks import check_array
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
 from ._pairwise import check_count, check_eps_array, check_eps_value, pair_count, pair_of
-from .rng import scalar_array
+from ._checks import check_scalar_array
 
 __all__ = ["pairwise_direct_grad", "pairwise_direct_grad_cuda", "CUDA_KERNELS"]
 
@@ -143,7 +143,7 @@ def pairwise_direct_grad_cuda(enc_out, codes_base, codes_plus, eps, grad_scale, 
     """CUDA twin of pairwise_direct_grad (overwrites grad); eps is a 1-element float32 device
     array (its value is not checked: no sync). Does not synchronise."""
     _check_grad(enc_out, codes_base, codes_plus, eps, grad_scale, M, grad)
-    scalar_array("eps", eps, np.float32, device=True)  # refuses a NumPy eps on a real GPU
+    check_scalar_array("eps", eps, np.float32, device=True)  # refuses a NumPy eps on a real GPU
     stream = current_stream() if stream is None else stream
     blocks, threads = launch_1d(grad.size)
     pairwise_direct_grad_kernel[blocks, threads, stream](

@@ -34,7 +34,7 @@ from ._compile import CACHE
 from ._checks import check_array
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
 from ._pairwise import check_count, check_eps_array, check_eps_value, pair_count
-from .rng import scalar_array
+from ._checks import check_scalar_array
 
 __all__ = ["split_potentials", "split_potentials_cuda", "perturb_unaries",
            "perturb_unaries_cuda", "shift_unaries", "shift_unaries_cuda", "CUDA_KERNELS"]
@@ -203,7 +203,7 @@ def shift_unaries_cuda(perturbed, losses, eps, negate, shifted, stream=None):
     """CUDA twin of shift_unaries; eps is a 1-element float32 device array (its value is not
     checked: no sync). Does not synchronise."""
     _check_shift(perturbed, losses, eps, shifted)
-    scalar_array("eps", eps, np.float32, device=True)  # refuses a NumPy eps on a real GPU
+    check_scalar_array("eps", eps, np.float32, device=True)  # refuses a NumPy eps on a real GPU
     stream = current_stream() if stream is None else stream
     blocks, threads = launch_1d(shifted.size)
     shift_unaries_kernel[blocks, threads, stream](
