@@ -37,7 +37,7 @@ from .config import BINARIZATIONS, TrainConfig
 from .data import binarize_fixed, make_splits
 from .errors import NotFittedError
 from .evaluate import Evaluator, eval_seed
-from .model import Model, ModelShape, categorical_probabilities, pixel_probabilities
+from .model import Model, categorical_probabilities
 
 FIT_BINARIZATIONS = BINARIZATIONS + ("none",)  # "none": the data are already 0/1
 
@@ -49,7 +49,8 @@ def one_hot(codes, n_categories, xp=np):
 
 
 class DiscreteVAE:
-    def __init__(self, n_latent=1, n_categories=10, hidden=300, pixels=None, *, estimator="direct",
+    def __init__(self, n_latent=1, n_categories=None, hidden=300, pixels=None, *,
+                 latent_structure="categorical", pairwise="attractive", estimator="direct",
                  epochs=10, batch_size=100, lr=1e-3, gumbel_samples=1, two_sided=False,
                  kl_backprop=False, straight_through=False, eps0=1.0, eps_anneal_rate=1e-5,
                  eps_min=0.1, tau0=1.0, tau_anneal_rate=1e-5, tau_min=0.5, anneal_every=500,
@@ -58,7 +59,8 @@ class DiscreteVAE:
         """Every argument is stored as given and checked when it is used (fit, or the first
         use of an unfitted model with `pixels` given): scikit-learn's clone relies on that.
         The training options are dvae-train's (README's options table); pixels = D is taken
-        from the data by fit, or may be given for an untrained model."""
+        from the data by fit, or may be given for an untrained model. n_categories None is 10,
+        or 2 for latent_structure="pairwise" (the paper's structured model)."""
         for name, value in locals().items():
             if name != "self":
                 setattr(self, name, value)
@@ -172,8 +174,7 @@ class DiscreteVAE:
         params = {k: v for k, v in config.items() if k in cls._param_names()}
         params.update(pixels=pixels, backend=backend, eval_batch_size=eval_batch_size)
         vae = cls(**params)
-        shape = ModelShape(vae.n_latent, vae.n_categories, vae.hidden, pixels)
-        model = Model(shape, get_backend(backend), seed=0)
+        model = Model(vae.train_config().model_shape(pixels), get_backend(backend), seed=0)
         model.load_params(checkpoint.params)
         image_shape = config.get("image_shape")
         vae._fitted(model, model.backend, None if image_shape is None else tuple(image_shape))
@@ -198,7 +199,7 @@ class DiscreteVAE:
                 raise NotFittedError("this DiscreteVAE is not fitted yet: call fit(X) first, load a "
                                      "saved one, or give pixels= for an untrained model")
             backend = get_backend(self.backend)
-            shape = ModelShape(self.n_latent, self.n_categories, self.hidden, self.pixels)
+            shape = self.train_config().model_shape(self.pixels)
             self._fitted(Model(shape, backend, seed=_check_seed(self.seed, "seed")), backend, None)
         return self.model_
 
@@ -264,24 +265,56 @@ class DiscreteVAE:
     # -----------------------------------------------------------------------------------------
     # The model's functions.
 
+    def _encoder_outputs(self, x):
+        """The encoder's outputs (n, width) for x, batch by batch."""
+        model, xp = self._model(), self.backend_.xp
+        batches, n = self._batches(x, "x")
+        encode = lambda b, _: model.encode(b, self._evaluator.workspace(len(b)).encoder)  # noqa: E731
+        return self._collect(encode, batches, xp.zeros((0, model.shape.encoder_outputs), np.float32))
+
+    def potentials(self, x):
+        """The pairwise model's potentials of x: unary (n, N, 2) and pairwise (n, N(N-1)/2),
+        pairs i < j in row-major order (softplus'd when attractive)."""
+        model = self._model()
+        if not model.shape.is_pairwise:
+            raise ValueError("potentials() is for latent_structure='pairwise'; use logits()")
+        xp, out = self.backend_.xp, self._encoder_outputs(x)
+        ws = self._evaluator.workspace(max(1, len(out)))
+        unary, pairwise = [], []
+        for start in range(0, len(out), ws.batch):
+            block = xp.ascontiguousarray(out[start:start + ws.batch])
+            piece = self._evaluator.workspace(len(block)).structured
+            u, p = model.pairwise_potentials(block, piece)
+            unary.append(xp.array(u, copy=True)), pairwise.append(xp.array(p, copy=True))
+        if not unary:
+            return xp.zeros((0, model.shape.n_latent, 2), np.float32), xp.zeros((0, model.shape.n_pairs), np.float32)
+        return xp.concatenate(unary).reshape(len(out), -1, 2), xp.concatenate(pairwise)
+
     def logits(self, x):
         """Encoder logits (n, N, K)."""
         model, xp = self._model(), self.backend_.xp
+        if model.shape.is_pairwise:
+            raise ValueError("the pairwise model's encoder gives potentials, not logits: use potentials()")
         batches, n = self._batches(x, "x")
         encode = lambda b, _: model.encode(b, self._evaluator.workspace(len(b)).encoder)  # noqa: E731
         out = self._collect(encode, batches, xp.zeros((0, model.shape.n_codes), np.float32))
         return out.reshape(n, model.shape.n_latent, model.shape.n_categories)
 
     def posterior(self, x):
-        """q(z|x): the categorical probabilities of every variable, (n, N, K)."""
+        """q(z|x): the categorical probabilities of every variable, (n, N, K) (independent
+        categoricals only: the pairwise model's posterior has no closed form)."""
         logits = self.logits(x)
         return categorical_probabilities(self.backend_.xp, logits)
 
     def encode(self, x, sample=False, seed=0):
         """Codes (n, N) int32: the arg max of q(z|x), or with sample=True a Gumbel-max draw,
         image i's from the stream (seed, i) whatever the batching."""
-        self._model()
+        model = self._model()
         xp = self.backend_.xp
+        if not sample and model.shape.is_pairwise:
+            batches, _ = self._batches(x, "x")
+            return self._collect(lambda b, _: self._most_likely(b), batches,
+                                 xp.zeros((0, model.shape.n_latent), np.int32))
         if not sample:
             return self.logits(x).argmax(axis=-1).astype(np.int32)
         seed = _check_seed(seed, "seed")
@@ -289,12 +322,21 @@ class DiscreteVAE:
         return self._collect(lambda b, start: self._sample_codes(b, seed, start), batches,
                              xp.zeros((0, self.shape.n_latent), np.int32))
 
+    def _most_likely(self, x):
+        model, ws = self.model_, self._evaluator.workspace(len(x))
+        return model.most_likely_codes(model.encode(x, ws.encoder), ws)
+
     def _sample_codes(self, x, seed, start):
         model, ws = self.model_, self._evaluator.workspace(len(x))
         logits = model.encode(x, ws.encoder)
+        if model.shape.is_pairwise:
+            logits, pairwise = model.pairwise_potentials(logits, ws.structured)
         ws.counter[...] = start
         model.ops.sample_codes(logits, eval_seed(seed), ws.counter, model.shape.n_categories, 1,
                                True, ws.gumbel, ws.codes)
+        if model.shape.is_pairwise:  # the structured arg max of the perturbed score
+            model.ops.perturb_unaries(logits, ws.gumbel, 1, ws.structured.perturbed)
+            model.structured_argmax(ws.structured.perturbed, pairwise, 1, ws.codes)
         return ws.codes
 
     def transform(self, X):

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import reference as ref
 from .estimators import (batch_loss, direct_gradients, exact_gradients,
-                         gumbel_softmax_gradients)
+                         gumbel_softmax_gradients, structured_direct_gradients)
 from .evaluate import eval_seed, marginal_nll, sampled_loss
 from .kernels import rng as cpu_rng
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
@@ -331,6 +331,62 @@ def check_direct_step(backend, rng, batch, samples, n_latent, n_categories, two_
     return Case(run, error)
 
 
+def _small_pairwise_model(backend, n_latent, mode, pixels=13, hidden=9, seed=0):
+    shape = ModelShape(n_latent, 2, hidden, pixels, structure="pairwise", pairwise=mode)
+    model = Model(shape, backend, seed=seed)
+    params = {k: v.astype(np.float64) for k, v in model.host_params().items()}
+    params["dec_w2"] *= 6.0    # a louder decoder: eps * L moves the arg max
+    params["enc_w2"] *= 4.0    # stronger potentials: the pairwise terms matter
+    model.load_params(params)
+    return model, {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()}
+
+
+def check_structured_step(backend, rng, batch, samples, n_latent, mode="attractive", two_sided=False):
+    """A whole direct step of the pairwise binary model against reference.structured_direct_estimator."""
+    model, params = _small_pairwise_model(backend, n_latent, mode)
+    x = _binary_images(rng, batch, model.shape.pixels)
+    ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=7)
+    seed, counter, eps = 11, 5, 0.5
+    device_x, result = _dev(backend, x), {}
+    scalars = _scalar(backend, counter, np.uint64), _scalar(backend, eps, np.float32)
+
+    def run():
+        result["arrays"] = structured_direct_gradients(model, ws, device_x, seed, *scalars, samples,
+                                                       two_sided)
+
+    def error():
+        gumbel = _noise(seed, counter, batch, samples, n_latent, 2)
+        ref_loss, grads, info = ref.structured_direct_estimator(params, x, n_latent, gumbel, eps, mode,
+                                                                two_sided)
+        codes = exact_mismatch(backend.to_host(ws.codes), info["z_opt"].reshape(batch * samples, -1))
+        return max(scaled_error(batch_loss(*result["arrays"]), ref_loss), _grads_error(model, grads)) + codes
+    return Case(run, error)
+
+
+def check_structured_argmax(backend, rng, batch, samples, n_latent, mode):
+    """The exact solvers against brute-force enumeration, on potentials with a clear winner."""
+    shape = ModelShape(n_latent, 2, structure="pairwise", pairwise=mode)
+    model = Model(shape, backend, seed=0)
+    rows, pairs = batch * samples, shape.n_pairs
+    while True:
+        unary = rng.normal(scale=2, size=(rows, 2 * n_latent))
+        pairwise = rng.normal(scale=2, size=(batch, pairs))
+        pairwise = np.abs(pairwise) if mode == "attractive" else pairwise
+        scores = ref.all_code_scores(unary.reshape(rows, n_latent, 2),
+                                     np.repeat(pairwise, samples, axis=0))
+        top2 = np.sort(scores, axis=-1)[:, -2:]
+        if np.min(top2[:, 1] - top2[:, 0]) > 1e-3:
+            break
+    args = (_dev(backend, unary), _dev(backend, pairwise))
+    codes = _dev(backend, np.zeros((rows, n_latent)), np.int32)
+
+    def error():
+        truth = ref.structured_argmax_enumerate(unary.reshape(rows, n_latent, 2),
+                                                np.repeat(pairwise, samples, axis=0))
+        return exact_mismatch(backend.to_host(codes), truth)
+    return Case(lambda: model.structured_argmax(*args, samples, codes), error)
+
+
 def check_candidate_losses(backend, rng, batch, samples, n_latent, n_categories):
     """All N*K neighbours' decoder losses (the direct estimator's inner loop), chunked."""
     model, params = _small_model(backend, n_latent, n_categories)
@@ -463,6 +519,15 @@ CHECKS = [
     ("exact_step", check_exact_step, STEP_TOLERANCE, [(5, 10), (1, 2)], []),
     ("evaluation", check_evaluation, STEP_TOLERANCE, [(4, 1, 6), (3, 2, 3)], []),
     ("adam_on_model", check_adam_on_model, FLOAT32_TOLERANCE, [(2, 3)], []),
+    ("pairwise_mincut_argmax", lambda b, r, *s: check_structured_argmax(b, r, *s, "attractive"), 0.0,
+     [(5, 2, 2), (3, 1, 7)], [(100, 1, 15)]),
+    ("pairwise_enumeration_argmax", lambda b, r, *s: check_structured_argmax(b, r, *s, "signed"), 0.0,
+     [(5, 2, 2), (3, 1, 7)], [(100, 1, 15)]),
+    ("structured_step", check_structured_step, STEP_TOLERANCE, [(4, 1, 3), (3, 2, 5)], []),
+    ("structured_step_signed", lambda b, r, *s: check_structured_step(b, r, *s, mode="signed"),
+     STEP_TOLERANCE, [(4, 1, 3), (3, 2, 4)], []),
+    ("structured_step_two_sided", lambda b, r, *s: check_structured_step(b, r, *s, two_sided=True),
+     STEP_TOLERANCE, [(4, 2, 3)], []),
 ]
 CHECK_NAMES = [name for name, *_ in CHECKS]
 

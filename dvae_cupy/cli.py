@@ -88,7 +88,7 @@ def train_main(argv=None):
               f"{trainer.steps_per_epoch} steps per epoch, output in {config.out}", flush=True)
         stage = RUN_FAILED
         trainer.run()
-        if config.n_latent > 1 and trainer.metrics:
+        if config.n_latent > 1 and config.latent_structure == "categorical" and trainer.metrics:
             nll = trainer.evaluate_nll()
             print(f"test NLL bound ({config.nll_samples} importance samples): {nll:.2f}")
     except RunInterrupted as interruption:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, fields
 
 from .backend import BACKEND_NAMES
 from .estimators import ESTIMATORS, EstimatorConfig
-from .model import ModelShape
+from .model import LATENT_STRUCTURES, ModelShape
+from .reference import PAIRWISE_MODES
 
 BINARIZATIONS = ("fixed", "dynamic")
 
@@ -41,8 +42,15 @@ class TrainConfig:
     # model
     n_latent: int = option(1, "N, the number of categorical latent variables", "model",
                            flags=("--latent-vars", "-N"))
-    n_categories: int = option(10, "K, the values of each latent variable", "model",
-                               flags=("--categories", "-K"))
+    n_categories: int | None = option(None, "K, the values of each latent variable (default 10; "
+                                      "2, and only 2, for the pairwise model)", "model",
+                                      flags=("--categories", "-K"))
+    latent_structure: str = option("categorical", "categorical: N independent categoricals; "
+                                   "pairwise: N binary variables with pairwise potentials (the "
+                                   "paper's structured model)", "model", choices=LATENT_STRUCTURES)
+    pairwise: str = option("attractive", "pairwise model: attractive (potentials >= 0, an exact "
+                           "min-cut) or signed (either sign, exact by enumerating 2^N codes, N <= 20)",
+                           "model", choices=PAIRWISE_MODES)
     hidden: int = option(300, "hidden units of the encoder's and the decoder's hidden layer", "model")
     # estimator
     estimator: str = option("direct", "the encoder's gradient estimator", "estimator",
@@ -87,7 +95,12 @@ class TrainConfig:
                             resumable=True)
 
     def __post_init__(self):
-        self.model_shape()       # validates N, K, H
+        if self.n_categories is None:  # frozen: the resolved default is set once, here
+            object.__setattr__(self, "n_categories", 2 if self.latent_structure == "pairwise" else 10)
+        if self.latent_structure == "pairwise" and self.estimator != "direct":
+            raise ValueError(f"the pairwise model is trained by the direct estimator, not "
+                             f"{self.estimator!r}")
+        self.model_shape()       # validates N, K, H and the structure
         self.estimator_config()  # validates the estimator's options
         if self.estimator == "exact" and self.n_latent != 1:
             raise ValueError("estimator 'exact' enumerates K codes and needs n_latent = 1")
@@ -116,7 +129,8 @@ class TrainConfig:
             raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
     def model_shape(self, pixels=784):
-        return ModelShape(self.n_latent, self.n_categories, self.hidden, pixels)
+        return ModelShape(self.n_latent, self.n_categories, self.hidden, pixels,
+                          self.latent_structure, self.pairwise)
 
     def estimator_config(self):
         return EstimatorConfig(self.estimator, self.gumbel_samples, self.two_sided,

@@ -58,6 +58,38 @@ def direct_gradients(model, ws, x, seed, counter, eps, samples=1, two_sided=Fals
     return ws.recon, ws.kl
 
 
+def structured_direct_gradients(model, ws, x, seed, counter, eps, samples=1, two_sided=False):
+    """The direct estimator of the pairwise binary model (the published structured algorithm):
+    z_opt = arg max_z h(x, z) + Gumbel noise on the unaries, the coordinate-wise candidate
+    losses L_i(k) subtracted (times eps) from the perturbed unaries, z_dir their structured arg
+    max, and the encoder's unary and pairwise gradients (stat(z_opt) - stat(z_dir)) / eps,
+    through the softplus when attractive. The unary KL is reported, not back-propagated, as
+    published. Returns (decoder loss per row, unary KL per image)."""
+    ops, shape, st = model.ops, model.shape, ws.structured
+    batch, rows = len(x), len(x) * samples
+    enc_out = model.encode(x, ws.encoder)
+    unary, pairwise = model.pairwise_potentials(enc_out, st)
+    # sample_codes writes the step's Gumbel noise (its categorical codes are replaced below)
+    ops.sample_codes(unary, seed, counter, 2, samples, False, ws.gumbel, ws.codes)
+    ops.perturb_unaries(unary, ws.gumbel, samples, st.perturbed)
+    z_opt = model.structured_argmax(st.perturbed, pairwise, samples, ws.codes)
+    out = model.decode_codes(z_opt, ws.decoder)
+    ops.bce_rows(out, model.params["dec_b2"], x, samples, 1.0 / rows, ws.recon, ws.dout)
+    model.candidate_losses(x, z_opt, samples, ws.recon, ws.decoder, ws.candidates, ws.losses)
+    ops.softmax_kl(unary, 2, 0.0, ws.kl, st.kl_grad)
+    ops.shift_unaries(st.perturbed, ws.losses, eps, False, st.shifted)
+    z_dir = model.structured_argmax(st.shifted, pairwise, samples, st.codes_dir)
+    base = z_opt
+    if two_sided:
+        ops.shift_unaries(st.perturbed, ws.losses, eps, True, st.shifted)
+        base = model.structured_argmax(st.shifted, pairwise, samples, st.codes_minus)
+    ops.pairwise_direct_grad(enc_out, base, z_dir, eps, 1.0 / batch, samples,
+                             shape.pairwise == "attractive", two_sided, ws.dlogits)
+    model.decoder_backward_codes(z_opt, ws.decoder, ws.dout)
+    model.encoder_backward(x, ws.encoder, ws.dlogits)
+    return ws.recon, ws.kl
+
+
 def gumbel_softmax_gradients(model, ws, x, seed, counter, tau, samples=1, straight_through=False):
     """The relaxed baseline: decode y = softmax((h + g) / tau) (or its arg max, straight-through)
     and back-propagate through y. Written with array ops (temporaries): it is the baseline, not
@@ -106,6 +138,9 @@ def exact_gradients(model, ws, x):
 
 def estimator_gradients(model, config, ws, x, seed, counter, eps, tau):
     """Dispatch on the configured estimator; returns (decoder loss per row, KL per image)."""
+    if config.name == "direct" and model.shape.is_pairwise:
+        return structured_direct_gradients(model, ws, x, seed, counter, eps, config.gumbel_samples,
+                                           config.two_sided)
     if config.name == "direct":
         return direct_gradients(model, ws, x, seed, counter, eps, config.gumbel_samples,
                                 config.two_sided, config.kl_backprop)

@@ -44,10 +44,24 @@ def _kl(model, ws, logits):
 
 
 def sampled_loss(model, ws, x, seed, counter=0, per_image=False):
-    """(B,) BCE at a Gumbel-max code + KL to the uniform prior, per image of x (B, D)."""
+    """(B,) BCE at a Gumbel-max code + KL to the uniform prior, per image of x (B, D). The
+    pairwise model: BCE at the structured arg max of the perturbed score + the KL of the unary
+    softmaxes to uniform (the published test loss; not the ELBO of the structured posterior)."""
+    if model.shape.is_pairwise:
+        return _structured_sampled_loss(model, ws, x, seed, counter, per_image)
     logits = model.encode(x, ws.encoder)
     codes = _sample(model, ws, logits, eval_seed(seed), counter, 1, per_image)
     return _code_losses(model, ws, x, codes, 1) + _kl(model, ws, logits)
+
+
+def _structured_sampled_loss(model, ws, x, seed, counter, per_image):
+    st = ws.structured
+    unary, pairwise = model.pairwise_potentials(model.encode(x, ws.encoder), st)
+    _sample(model, ws, unary, eval_seed(seed), counter, 1, per_image)  # the noise (of K = 2 "logits")
+    model.ops.perturb_unaries(unary, ws.gumbel, 1, st.perturbed)
+    codes = model.structured_argmax(st.perturbed, pairwise, 1, ws.codes)
+    model.ops.softmax_kl(unary, 2, 0.0, ws.kl, st.kl_grad)
+    return _code_losses(model, ws, x, codes, 1) + ws.kl
 
 
 def _logsumexp(xp, a, axis):
@@ -59,6 +73,9 @@ def marginal_nll(model, ws, x, seed, samples=100, counter=0, per_image=False):
     """(B,) -log p(x): exact for N = 1 (ws needs no samples), else the bound with `samples` draws
     per image (ws made with samples = `samples`)."""
     xp, shape = model.xp, model.shape
+    if shape.is_pairwise:
+        raise ValueError("the pairwise model has no tractable marginal likelihood (its posterior "
+                         "under unary-only Gumbel perturbations has no closed-form density)")
     if shape.n_latent == 1:
         losses = model.all_code_losses(x, ws.all_codes, 1, ws.losses)
         return np.log(shape.n_categories) - _logsumexp(xp, -losses, axis=1)

@@ -19,22 +19,52 @@ from .kernels.candidates import candidate_count
 from .reference import PARAM_NAMES
 
 
+LATENT_STRUCTURES = ("categorical", "pairwise")
+
+
 @dataclass(frozen=True)
 class ModelShape:
-    n_latent: int = 1        # N categorical variables
-    n_categories: int = 10   # K values each
+    n_latent: int = 1        # N latent variables
+    n_categories: int = 10   # K values each (2 for the pairwise model)
     hidden: int = 300        # H units in each MLP's hidden layer
     pixels: int = 784        # D
+    structure: str = "categorical"  # independent categoricals, or the pairwise binary model
+    pairwise: str = "attractive"    # pairwise model: potentials >= 0 (min-cut) or any sign (enumeration)
 
     def __post_init__(self):
         reference.check_latent_shape(self.n_latent, self.n_categories)
         for name in ("hidden", "pixels"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.structure not in LATENT_STRUCTURES:
+            raise ValueError(f"latent_structure must be one of {LATENT_STRUCTURES}, got {self.structure!r}")
+        if self.is_pairwise:
+            if self.n_categories != 2:
+                raise ValueError(f"the pairwise model's latent variables are binary: n_categories "
+                                 f"(--categories, -K) is 2, got {self.n_categories}")
+            try:
+                reference.check_pairwise_model(self.n_latent, self.pairwise)
+            except ValueError as error:  # in the option's name
+                raise ValueError(str(error).replace("n_vars", "n_latent (--latent-vars, -N)")) from None
+
+    @property
+    def is_pairwise(self):
+        return self.structure == "pairwise"
 
     @property
     def n_codes(self):
+        """Width of the decoder's one-hot input: N*K."""
         return self.n_latent * self.n_categories
+
+    @property
+    def n_pairs(self):
+        return reference.pair_count(self.n_latent) if self.is_pairwise else 0
+
+    @property
+    def encoder_outputs(self):
+        """Width of the encoder's output: N*K logits, or (pairwise) N*2 unary potentials and
+        then N(N-1)/2 pairwise pre-activations, pairs i < j in row-major order."""
+        return self.n_codes + self.n_pairs
 
 
 class Model:
@@ -45,7 +75,12 @@ class Model:
         self.backend = backend
         self.xp, self.ops = backend.xp, backend.ops
         rng = np.random.default_rng(seed)
-        host = reference.init_params(shape.pixels, shape.hidden, shape.n_latent, shape.n_categories, rng)
+        if shape.is_pairwise:
+            host = reference.init_structured_params(shape.pixels, shape.hidden, shape.n_latent,
+                                                    shape.pairwise, rng)
+        else:
+            host = reference.init_params(shape.pixels, shape.hidden, shape.n_latent,
+                                         shape.n_categories, rng)
         # Each of params, grads and the two Adam moments is one flat buffer with the 8 arrays as
         # views into it, so that one Adam launch updates everything.
         sizes = [host[name].size for name in PARAM_NAMES]
@@ -68,7 +103,7 @@ class Model:
     def param_shapes(self):
         s = self.shape
         return {"enc_w1": (s.pixels, s.hidden), "enc_b1": (s.hidden,),
-                "enc_w2": (s.hidden, s.n_codes), "enc_b2": (s.n_codes,),
+                "enc_w2": (s.hidden, s.encoder_outputs), "enc_b2": (s.encoder_outputs,),
                 "dec_w1": (s.n_codes, s.hidden), "dec_b1": (s.hidden,),
                 "dec_w2": (s.hidden, s.pixels), "dec_b2": (s.pixels,)}
 
@@ -87,7 +122,10 @@ class Model:
                 {k: self.backend.to_host(v) for k, v in self.adam_v.items()})
 
     def load_params(self, params, adam_m=None, adam_v=None):
-        reference.check_params(params, self.shape.n_categories)
+        if self.shape.is_pairwise:
+            reference.check_structured_params(params, self.shape.n_latent)
+        else:
+            reference.check_params(params, self.shape.n_categories)
         for target, source in ((self.params, params), (self.adam_m, adam_m), (self.adam_v, adam_v)):
             for name in PARAM_NAMES:
                 value = 0.0 if source is None else self.backend.asarray(source[name])
@@ -118,11 +156,38 @@ class Model:
         if arrays.dinputs is not None:
             xp.matmul(arrays.dhidden, p[f"{prefix}_w1"].T, out=arrays.dinputs)
 
-    # Encoder: x (B, D) -> logits (B, N*K).
+    # Encoder: x (B, D) -> logits (B, N*K), or the pairwise model's potentials (B, 2N + P).
 
     def encode(self, x, encoder):
-        """The logits (B, N*K), written into encoder.out (an MLPArrays for B rows)."""
+        """The encoder's output (B, encoder_outputs), written into encoder.out (an MLPArrays for
+        B rows): the logits, or the pairwise model's unary potentials and pair pre-activations."""
         return self._mlp_forward(x, "enc", encoder, output_bias=True)
+
+    def pairwise_potentials(self, enc_out, pairwise):
+        """Pairwise model: the encoder's output split into unary (B, 2N) and pairwise (B, P)
+        potentials (softplus of the pre-activations when attractive): a PairwiseArrays."""
+        shape = self.shape
+        self.ops.split_potentials(enc_out, shape.n_latent, shape.pairwise == "attractive",
+                                  pairwise.unary, pairwise.pairwise)
+        return pairwise.unary, pairwise.pairwise
+
+    def most_likely_codes(self, enc_out, ws):
+        """The arg max code of each image (B, N) int32, into ws.codes (an evaluation workspace):
+        per variable for independent categoricals, the structured arg max of the unperturbed
+        score for the pairwise model."""
+        rows = len(enc_out)
+        if self.shape.is_pairwise:
+            unary, pairwise = self.pairwise_potentials(enc_out, ws.structured)
+            return self.structured_argmax(unary, pairwise, 1, ws.codes[:rows])
+        ws.codes[:rows] = enc_out.reshape(rows, self.shape.n_latent, -1).argmax(axis=-1)
+        return ws.codes[:rows]
+
+    def structured_argmax(self, scores, pairwise, samples, codes):
+        """codes (R, N) = arg max_z sum_i scores[r, 2i + z_i] + sum_{i<j} pairwise[r // M, ij] z_i z_j,
+        exactly: a min-cut for attractive potentials, enumeration of the 2^N codes for signed."""
+        solve = self.ops.mincut_argmax if self.shape.pairwise == "attractive" else self.ops.enumeration_argmax
+        solve(scores, pairwise, samples, codes)
+        return codes
 
     def encoder_backward(self, x, encoder, dlogits):
         """Fills the 4 encoder gradients from dL/dlogits (B, N*K), at encode's `encoder`."""

@@ -8,11 +8,19 @@ from .kernels.bce import bce_rows, softplus_row_sums
 from .kernels.bias_act import bias_act, relu_backward
 from .kernels.candidates import code_losses, neighbour_hidden, store_candidate_losses, store_sampled_losses
 from .kernels.onehot_linear import gather_rows_sum, scatter_rows_add
+from .kernels.pairwise_direct_grad import pairwise_direct_grad
+from .kernels.pairwise_enumeration import enumeration_argmax
+from .kernels.pairwise_mincut import mincut_argmax
+from .kernels.pairwise_potentials import perturb_unaries
+from .kernels.pairwise_potentials import shift_unaries
+from .kernels.pairwise_potentials import split_potentials
 from .kernels.rng import gumbel_noise, philox_bits
 from .kernels.softmax_kl import softmax_kl
 from .kernels.step_end import finish_step
 
 __all__ = ["adam_update", "bce_rows", "bias_act", "code_losses", "direct_logit_grad",
-           "finish_step", "gather_rows_sum", "gather_targets", "gumbel_noise", "neighbour_hidden",
+           "finish_step", "gather_rows_sum", "gather_targets", "gumbel_noise", "neighbour_hidden", "enumeration_argmax",
+           "mincut_argmax", "pairwise_direct_grad", "perturb_unaries", "shift_unaries",
+           "split_potentials",
            "philox_bits", "relu_backward", "sample_codes", "scatter_rows_add", "softmax_kl",
            "softplus_row_sums", "store_candidate_losses", "store_sampled_losses"]

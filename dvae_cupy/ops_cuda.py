@@ -15,12 +15,20 @@ from .kernels.candidates import store_candidate_losses_cuda as store_candidate_l
 from .kernels.candidates import store_sampled_losses_cuda as store_sampled_losses
 from .kernels.onehot_linear import gather_rows_sum_cuda as gather_rows_sum
 from .kernels.onehot_linear import scatter_rows_add_cuda as scatter_rows_add
+from .kernels.pairwise_direct_grad import pairwise_direct_grad_cuda as pairwise_direct_grad
+from .kernels.pairwise_enumeration import enumeration_argmax_cuda as enumeration_argmax
+from .kernels.pairwise_mincut import mincut_argmax_cuda as mincut_argmax
+from .kernels.pairwise_potentials import perturb_unaries_cuda as perturb_unaries
+from .kernels.pairwise_potentials import shift_unaries_cuda as shift_unaries
+from .kernels.pairwise_potentials import split_potentials_cuda as split_potentials
 from .kernels.rng import gumbel_noise_cuda as gumbel_noise
 from .kernels.rng import philox_bits_cuda as philox_bits
 from .kernels.softmax_kl import softmax_kl_cuda as softmax_kl
 from .kernels.step_end import finish_step_cuda as finish_step
 
 __all__ = ["adam_update", "bce_rows", "bias_act", "code_losses", "direct_logit_grad",
-           "finish_step", "gather_rows_sum", "gather_targets", "gumbel_noise", "neighbour_hidden",
+           "finish_step", "gather_rows_sum", "gather_targets", "gumbel_noise", "neighbour_hidden", "enumeration_argmax",
+           "mincut_argmax", "pairwise_direct_grad", "perturb_unaries", "shift_unaries",
+           "split_potentials",
            "philox_bits", "relu_backward", "sample_codes", "scatter_rows_add", "softmax_kl",
            "softplus_row_sums", "store_candidate_losses", "store_sampled_losses"]

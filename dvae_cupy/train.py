@@ -15,6 +15,7 @@ Files in the output folder:
     metrics.jsonl   one JSON object per epoch
     reconstructions.png, codes.png (N = 1: the decoder's image for each category)
     curves.png      train/valid/test loss per epoch
+    pairwise.png    the pairwise model: its mean pairwise potentials, an N x N heat map
 """
 import json
 import math
@@ -315,9 +316,9 @@ class Trainer:
         model, xp, host = self.model, self.backend.xp, self.backend.to_host
         originals = next(self.eval_batches(self.test_images[:20]))
         ws = self.evaluator.workspace(len(originals))
-        logits = model.encode(originals, ws.encoder)
-        ws.codes[...] = logits.reshape(len(originals), model.shape.n_latent, -1).argmax(axis=-1)
-        probabilities = model.decode_probabilities(ws.codes, ws.decoder)
+        enc_out = model.encode(originals, ws.encoder)
+        codes = model.most_likely_codes(enc_out, ws)
+        probabilities = model.decode_probabilities(codes, ws.decoder)
         shape = self.image_shape
         grid = images.reconstruction_grid(host(originals), host(probabilities), image_shape=shape)
         images.write_png(self.out / "reconstructions.png", grid)
@@ -326,6 +327,12 @@ class Trainer:
             category = model.decode_probabilities(all_codes.codes, all_codes.decoder)
             images.write_png(self.out / "codes.png", images.image_grid(host(category), image_shape=shape))
         images.write_loss_curves(self.out / "curves.png", self.metrics)
+        if model.shape.is_pairwise:  # the potentials of the pictured images, averaged
+            n = model.shape.n_latent
+            matrix = np.zeros((n, n))
+            matrix[np.triu_indices(n, 1)] = host(ws.structured.pairwise).mean(axis=0)
+            images.write_heatmap(self.out / "pairwise.png", matrix,
+                                 title=f"mean pairwise potential phi_ij ({model.shape.pairwise})")
 
 
 class DivergenceGuard:

@@ -106,6 +106,35 @@ class NeighbourArrays:
         return len(self.linear)
 
 
+@dataclass
+class PairwiseArrays:
+    """The pairwise binary model's potentials and arg maxes (kernels/pairwise_*.py), for B
+    images and R = B*M perturbed rows.
+        unary       (B, 2N)  unary potentials phi_i(k), column 2i + k
+        pairwise    (B, P)   pairwise potentials phi_ij, pairs i < j in row-major order
+        kl_grad     (B, 2N)  softmax_kl's scratch (the unary KL is reported, not trained)
+        perturbed   (R, 2N)  unary + Gumbel noise
+        shifted     (R, 2N)  perturbed -/+ eps * candidate losses (direct estimator)
+        codes_dir   (R, N) int32   z_dir(+eps)
+        codes_minus (R, N) int32   z_dir(-eps) (two-sided)
+    """
+    unary: object
+    pairwise: object
+    kl_grad: object
+    perturbed: object
+    shifted: object
+    codes_dir: object
+    codes_minus: object
+
+    @classmethod
+    def allocate(cls, xp, shape, batch, samples):
+        rows, nk = batch * samples, shape.n_codes
+        return cls(xp.zeros((batch, nk), np.float32), xp.zeros((batch, shape.n_pairs), np.float32),
+                   xp.zeros((batch, nk), np.float32), xp.zeros((rows, nk), np.float32),
+                   xp.zeros((rows, nk), np.float32), xp.zeros((rows, shape.n_latent), np.int32),
+                   xp.zeros((rows, shape.n_latent), np.int32))
+
+
 def candidate_arrays(xp, shape, batch, samples, chunk):
     """The candidate work arrays of the direct estimator for `shape` (AllCodeArrays for N = 1,
     NeighbourArrays of at most `chunk` rows for N > 1)."""
@@ -131,18 +160,21 @@ class TrainWorkspace:
         losses     (R, N*K)    direct: the candidate losses L[r, n*K + k]; exact: (B, K)
         candidates AllCodeArrays (N = 1: direct and exact) or NeighbourArrays (direct, N > 1)
         dense      MLPArrays   gumbel-softmax: the decoder on relaxed codes (dinputs (R, N*K))
-    Arrays an estimator does not use are None.
+        structured PairwiseArrays  the pairwise model's potentials and arg maxes (direct)
+    Arrays an estimator does not use are None. For the pairwise model the encoder's output and
+    dlogits are (B, 2N + P): unary potentials, then pair pre-activations.
     """
 
     def __init__(self, xp, shape, estimator, batch, samples=1, candidate_chunk=4096):
         rows, nk, h, d = batch * samples, shape.n_codes, shape.hidden, shape.pixels
         self.batch, self.samples = batch, samples
         self.x = xp.zeros((batch, d), np.float32)
-        self.encoder = MLPArrays.allocate(xp, batch, h, nk)
-        self.dlogits = xp.zeros((batch, nk), np.float32)
+        self.encoder = MLPArrays.allocate(xp, batch, h, shape.encoder_outputs)
+        self.dlogits = xp.zeros((batch, shape.encoder_outputs), np.float32)
         self.kl = xp.zeros(batch, np.float32)
         self.gumbel = self.codes = self.decoder = self.recon = self.dout = None
         self.losses = self.candidates = self.dense = None
+        self.structured = PairwiseArrays.allocate(xp, shape, batch, samples) if shape.is_pairwise else None
         if estimator in ("direct", "gumbel-softmax"):
             self.gumbel = xp.zeros((rows, nk), np.float32)
             self.recon = xp.zeros(rows, np.float32)
@@ -172,6 +204,7 @@ class EvalWorkspace:
         recon      (R,), dout (R, D)   decoder loss per row; dout is bce_rows' scratch
         all_codes  AllCodeArrays, N = 1 (the exact NLL), else None
         losses     (B, K)       N = 1: the loss of every code
+        structured PairwiseArrays, the pairwise model, else None
         counter    uint64[1]    the Philox counter of the batch's noise
     """
 
@@ -179,9 +212,10 @@ class EvalWorkspace:
         rows, nk, h, d = batch * samples, shape.n_codes, shape.hidden, shape.pixels
         self.batch, self.samples = batch, samples
         self.x = xp.zeros((batch, d), np.float32)
-        self.encoder = MLPArrays.allocate(xp, batch, h, nk)
+        self.encoder = MLPArrays.allocate(xp, batch, h, shape.encoder_outputs)
         self.kl = xp.zeros(batch, np.float32)
-        self.dlogits = xp.zeros((batch, nk), np.float32)
+        self.dlogits = xp.zeros((batch, shape.encoder_outputs), np.float32)
+        self.structured = PairwiseArrays.allocate(xp, shape, batch, samples) if shape.is_pairwise else None
         self.gumbel = xp.zeros((rows, nk), np.float32)
         self.codes = xp.zeros((rows, shape.n_latent), np.int32)
         self.decoder = CodeDecoderArrays.allocate(xp, rows, h, d)
