@@ -23,7 +23,8 @@ Fletcher-32 checksum, verified by HDF5 on every read; the file is written with o
 B-trees and heaps of HDF5 >= 1.10 formats, whose metadata HDF5 checksums too. No string is
 variable-length: HDF5 keeps those in its "global heap", which has no checksum, and a damaged
 global heap can make HDF5 2.0 loop forever while reading an attribute (found by the byte-flip
-sweep). What the checksums do not cover (the values of 0-d datasets) two sha256 digests do:
+sweep). Two sha256 digests cover the contents themselves, including what no checksum can
+(the values of 0-d datasets, which HDF5 cannot filter):
   arrays_digest   every params and optimizer array in the order written (params in dict order,
                   then each optimizer slot's arrays): its name ("params/enc_w1",
                   "optimizer/m/enc_w1"), dtype, shape and bytes;
@@ -35,8 +36,9 @@ CorruptFileError naming the file and the item; a checkpoint that loads is the on
 Version 1 files (written before the checksums) still load: their arrays and fields come back as
 before, with each object's type and presence checked. What they cannot get: no checksum and no
 digest, so damage to array bytes, to names or to scalar values goes unnoticed, and their
-metadata (HDF5's older formats) has no checksums either. Version 1 stored "int" leaves as
-decimal strings (of any size); version 2 stores int64 and refuses larger integers.
+metadata (HDF5's older formats) has no checksums either, and its strings are variable-length
+(a damaged one may make HDF5 hang, see above). Version 1 stored "int" leaves as decimal strings
+(of any size); version 2 stores int64 and refuses larger integers.
 
 Writing goes to `path + ".tmp-<pid>"` in the same directory, is fsynced, then os.replace'd
 over `path` (atomic.py): a crash or a failed write leaves the previous checkpoint untouched.
