@@ -8,7 +8,8 @@ Each case flips one byte (XOR 0xFF) of a good file and loads the copy. The outco
   other:<T>   any other exception T                        (must never happen)
   hang        no answer within the time limit              (must never happen)
 
-The sweep runs in a child process (python tests/byte_flips.py ...), one JSON line per case, so
+The sweep runs in a child process (python tests/byte_flips.py FILE STATE [SABOTAGE], the
+offsets as a JSON list on stdin), which prints one JSON line per case, so
 that a case on which HDF5 loops forever is reported as a hang at its offset instead of
 stalling the test run.
 """
@@ -73,9 +74,10 @@ def sweep(path, state_name, offsets, timeout=300, sabotage=None):
     path = os.fspath(path)
     regions = data_regions(path)
     command = [sys.executable, os.fspath(HERE / "byte_flips.py"), path, state_name,
-               ",".join(map(str, offsets)), sabotage or ""]
+               sabotage or ""]
     try:
-        run = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        run = subprocess.run(command, input=json.dumps(offsets), capture_output=True, text=True,
+                             timeout=timeout)
         lines, ended = run.stdout.splitlines(), run.returncode
     except subprocess.TimeoutExpired as late:
         out = late.stdout.decode() if isinstance(late.stdout, bytes) else (late.stdout or "")
@@ -99,10 +101,10 @@ def _outcome(damaged, state):
     """(outcome, detail) of loading the damaged copy `damaged` of a checkpoint of `state`."""
     from checkpoint_samples import checkpoint_differences
 
-    from dvae_cupy.checkpoint import load_checkpoint
+    from dvae_cupy import checkpoint
     from dvae_cupy.errors import CorruptFileError
     try:
-        ckpt = load_checkpoint(damaged)
+        ckpt = checkpoint.load_checkpoint(damaged)
     except CorruptFileError as err:
         named = str(err).startswith(f"{damaged}: ")
         return ("refused" if named else "unnamed"), str(err).removeprefix(f"{damaged}: ")
@@ -117,6 +119,8 @@ def _sabotage(name):
     from dvae_cupy import checkpoint
     if name == "skip-digests":
         checkpoint._check_digest = lambda *args: None
+    elif name == "hang":  # what HDF5 did on a damaged global heap: never return
+        checkpoint.load_checkpoint = lambda path: __import__("time").sleep(3600)
 
 
 def _main(path, state_name, offsets, sabotage):
@@ -136,4 +140,4 @@ def _main(path, state_name, offsets, sabotage):
 
 if __name__ == "__main__":
     sys.path.insert(0, os.fspath(HERE))
-    _main(sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3].split(",")], sys.argv[4])
+    _main(sys.argv[1], sys.argv[2], json.load(sys.stdin), sys.argv[3])

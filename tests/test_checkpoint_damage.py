@@ -79,3 +79,9 @@ def test_region_map_finds_every_dataset(tmp_path):
     assert {f"params/{k}" for k in trainer_state()["params"]} <= names
     assert "extra/epoch_loss_sum" in names and "rng_state/scheme" in names
     assert region_of(0, regions) == "metadata"
+
+
+def test_a_hanging_case_is_reported_at_its_offset(tmp_path):
+    path = write(tmp_path, "trainer_state")
+    cases = sweep(path, "trainer_state", [5, 6], timeout=5, sabotage="hang")
+    assert cases == [(5, "metadata", "hang", "no answer in 5 s")]
