@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import explain_os_error, remove_orphan_temporaries
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_problem, load_checkpoint
 from .errors import RunFolderError
 
 CHECKPOINT = "checkpoint.h5"
@@ -183,7 +183,7 @@ def _who(pid):
 class RunSummary:
     """What a run folder holds: the run's files, how far the run got (from checkpoint.h5, else
     metrics.jsonl), its best valid loss (metrics.jsonl, else checkpoint.h5), and the files that
-    are damaged ({name: what is wrong})."""
+    are damaged ({name: what is wrong}; checkpoint.h5, best.h5 and metrics.jsonl are checked)."""
     folder: Path
     files: list
     epoch: int | None = None
@@ -219,7 +219,11 @@ def describe_run(path):
             summary.epoch, summary.step = ckpt.epoch, ckpt.step
             checkpoint_best = _finite((ckpt.extra or {}).get("best_valid"))
         except OSError as err:
-            summary.damaged[CHECKPOINT] = _problem(err, folder / CHECKPOINT)
+            summary.damaged[CHECKPOINT] = _problem(str(err), folder / CHECKPOINT)
+    if BEST in files:
+        problem = checkpoint_problem(folder / BEST)
+        if problem is not None:
+            summary.damaged[BEST] = _problem(problem, folder / BEST)
     if METRICS in files:
         records, problem = _read_metrics(folder / METRICS)
         if problem:
@@ -261,9 +265,9 @@ def _finite(value):
     return None
 
 
-def _problem(err, path):
-    """An error's message without the leading file name (the summary names the file)."""
-    return str(err).removeprefix(f"{path}: ")
+def _problem(message, path):
+    """An error message without its leading file name (the summary names the file)."""
+    return message.removeprefix(f"{path}: ")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -125,9 +125,11 @@ def test_describe_survives_a_damaged_checkpoint_and_metrics(tmp_path):
     (tmp_path / "checkpoint.h5").write_bytes(data)
     with open(tmp_path / "metrics.jsonl", "a") as fh:
         fh.write('{"epoch": 4, "st')                  # a crash mid-append
+    (tmp_path / "best.h5").write_bytes((tmp_path / "best.h5").read_bytes()[:1000])
     run = describe_run(tmp_path)
     assert (run.epoch, run.step, run.best_valid_loss) == (3, 1800, 139.0)   # from metrics
-    assert set(run.damaged) == {"checkpoint.h5", "metrics.jsonl"}
+    assert set(run.damaged) == {"checkpoint.h5", "best.h5", "metrics.jsonl"}
+    assert "truncated or corrupt" in run.damaged["best.h5"]
     assert run.damaged["metrics.jsonl"] == "1 unreadable line"
     assert "not an HDF5 file" in run.damaged["checkpoint.h5"]
     assert "checkpoint.h5 is damaged (not an HDF5 file" in run.describe()
