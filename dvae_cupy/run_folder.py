@@ -192,10 +192,10 @@ class RunSummary:
     damaged: dict = field(default_factory=dict)
 
     def describe(self):
-        """One line for messages: "epoch 2 (step 1200), best valid loss 101.25; files: ..."."""
+        """One line for messages: "epoch 2, step 1200, best valid loss 101.25; files: ..."."""
         progress = "epoch unknown" if self.epoch is None else f"epoch {self.epoch}"
         if self.step is not None:
-            progress += f" (step {self.step})"
+            progress += f", step {self.step}"
         if self.best_valid_loss is not None:
             progress += f", best valid loss {self.best_valid_loss:.2f}"
         text = f"{progress}; files: {', '.join(self.files)}"

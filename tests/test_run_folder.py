@@ -113,7 +113,7 @@ def test_describe_a_run(tmp_path):
     run = describe_run(tmp_path)
     assert (run.epoch, run.step, run.best_valid_loss) == (2, 1200, 140.25)
     assert run.files == list(RUN_FILES) and run.damaged == {}
-    assert run.describe() == ("epoch 2 (step 1200), best valid loss 140.25; files: "
+    assert run.describe() == ("epoch 2, step 1200, best valid loss 140.25; files: "
                               "checkpoint.h5, best.h5, metrics.jsonl, reconstructions.png, "
                               "codes.png")
 
@@ -152,7 +152,7 @@ def test_fresh_run_into_a_folder_holding_a_run_is_refused(tmp_path):
     with pytest.raises(RunFolderError) as caught:
         prepare_run_folder(tmp_path, log=lambda line: None)
     assert str(caught.value) == (
-        f"{tmp_path} already holds a run (epoch 2 (step 1200), best valid loss 140.25; files: "
+        f"{tmp_path} already holds a run (epoch 2, step 1200, best valid loss 140.25; files: "
         f"checkpoint.h5, best.h5, metrics.jsonl, reconstructions.png, codes.png); continue it "
         f"with --resume, or replace it with --overwrite")
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != LOCK_FILE}
@@ -170,7 +170,7 @@ def test_overwrite_removes_only_the_runs_files_and_says_so(tmp_path):
     lock.release()
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, "best.h5.bak", "notes.txt",
                                                           "plots"]
-    assert lines == [f"--overwrite: removed the previous run in {tmp_path} (epoch 2 (step 1200), "
+    assert lines == [f"--overwrite: removed the previous run in {tmp_path} (epoch 2, step 1200, "
                      f"best valid loss 140.25; files: checkpoint.h5, best.h5, metrics.jsonl, "
                      f"reconstructions.png, codes.png): deleted checkpoint.h5, best.h5, "
                      f"metrics.jsonl, reconstructions.png, codes.png"]
