@@ -49,11 +49,12 @@ def temporary_path(path):
 def atomic_path(path, durable=False):
     """Yield a temporary path beside `path`; when the block ends normally it replaces `path`.
 
-    However the block ends, no temporary file is left behind. An OSError from the block, the
-    fsync or the rename is re-raised as an OSError naming `path` and what went wrong (see the
-    module docstring); until the rename, `path` itself is never touched. durable=True also
-    fsyncs the file before the rename and the folder after it, so the new file survives a power
-    cut (checkpoints).
+    However the block ends, no temporary file is left behind (unless the process is killed
+    outright: see remove_orphan_temporaries). An OSError from the block, the fsync or the
+    rename is re-raised as an OSError naming `path` and what went wrong (see the module
+    docstring); until the rename, `path` itself is never touched. durable=True also fsyncs the
+    file before the rename and the folder after it, so the new file survives a power cut
+    (checkpoints).
     """
     path = os.fspath(path)
     if os.path.isdir(path):  # found now, not after the whole file has been written
