@@ -279,7 +279,8 @@ def test_wrong_format_attribute(tmp_path):
      r"/rng_state/seed has kind 'complex'"),
     (lambda f: f["rng_state/seed"].attrs.__delitem__("kind"), r"/rng_state/seed has kind None"),
     (lambda f: f.create_group("params/sub"), "/params/sub is a group, expected a dataset"),
-    (lambda f: f.__setitem__("params/text", "hello"), "/params/text is a string, expected a bool, integer or"),
+    (lambda f: f.__setitem__("params/text", "hello"),
+     "/params/text is a string, expected a bool, integer or"),
     (lambda f: f.__setitem__("extra/count", 1.5) or f["extra/count"].attrs.__setitem__(
         "kind", "int"), r"/extra/count is a float64 value, expected one int"),
 ])

@@ -20,9 +20,10 @@ def write(tmp_path, state_name):
 
 def tally(cases):
     """{(metadata|data, outcome): count}, printed for the record."""
-    counts = collections.Counter((region.split(":")[0], outcome) for _, region, outcome, _ in cases)
-    print(f"\n{len(cases)} byte flips: " + ", ".join(f"{region} {outcome} {n}"
-                                                  for (region, outcome), n in sorted(counts.items())))
+    counts = collections.Counter((region.split(":")[0], outcome)
+                                 for _, region, outcome, _ in cases)
+    print(f"\n{len(cases)} byte flips: " + ", ".join(
+        f"{region} {outcome} {n}" for (region, outcome), n in sorted(counts.items())))
     return counts
 
 
