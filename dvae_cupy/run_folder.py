@@ -1,0 +1,340 @@
+"""A run folder belongs to one run: checked before training starts, locked while a run uses it,
+and never overwritten by accident.
+
+    lock = prepare_run_folder("runs/a", resume=False, overwrite=False, log=print)
+    try:
+        ...train, writing checkpoint.h5, best.h5, metrics.jsonl and the pictures...
+    finally:
+        lock.release()
+
+The pieces, one job each:
+  check_run_folder(path)     the folder can be created and written (a probe write), or
+                             RunFolderError saying why
+  lock_run_folder(path)      an exclusive lock (fcntl.flock on `.lock` in the folder, holding
+                             the holder's PID); a second process fails at once naming that PID;
+                             the kernel releases it when the process dies, however it dies
+  describe_run(path)         what run is there (epoch, step, best valid loss, damaged files)
+  remove_run(path)           delete the files a run writes (RUN_FILES), nothing else
+  prepare_run_folder(...)    all of the above in order, as the trainer and fit(out=...) need
+
+POSIX only (fcntl). flock works on local file systems and, on Linux, on NFS (as a whole-file
+lock); a folder shared between machines is locked only where the file system propagates it.
+"""
+import errno
+import fcntl
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import explain_os_error, remove_orphan_temporaries
+from .checkpoint import checkpoint_problem, load_checkpoint
+from .errors import RunFolderError
+
+CHECKPOINT = "checkpoint.h5"
+BEST = "best.h5"
+METRICS = "metrics.jsonl"
+PICTURES = ("reconstructions.png", "codes.png")
+RUN_FILES = (CHECKPOINT, BEST, METRICS) + PICTURES   # every file a run writes in its folder
+LOCK_FILE = ".lock"
+
+
+# ------------------------------------------------------------------------------------------------
+# Checking that the folder can be used
+
+def check_run_folder(path):
+    """Create `path` (and its parents) if needed and prove it writable with a probe file;
+    return it as a Path. RunFolderError when it is a file, lies under a file, cannot be
+    created, or cannot be written (read-only, no permission, disk full)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"run folder {folder} is a file, not a folder")
+    blocker = _file_on_the_way(folder)
+    if blocker is not None:
+        raise RunFolderError(f"run folder {folder} cannot be created: {blocker} is a file, "
+                             f"not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunFolderError(f"run folder {folder} cannot be created: "
+                             f"{explain_os_error(err)}") from err
+    _probe_write(folder)
+    return folder
+
+
+def _file_on_the_way(folder):
+    """The first ancestor of `folder` that exists and is not a folder, or None."""
+    for parent in reversed(folder.absolute().parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def _probe_write(folder):
+    """Write, flush and remove a small file in `folder`, or RunFolderError saying why not."""
+    probe = folder / f".probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"dvae_cupy write probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        if probe.exists():
+            try:
+                probe.unlink()
+            except OSError:
+                pass
+        raise RunFolderError(f"run folder {folder} is not writable: "
+                             f"{explain_os_error(err)}") from err
+
+
+# ------------------------------------------------------------------------------------------------
+# The lock
+
+class RunLock:
+    """An exclusive flock on `<folder>/.lock`, which holds the holder's PID while held.
+
+    The lock file itself stays when released (emptied): removing it would let a process that
+    opened it just before the removal lock a file nobody else can see any more."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._fd = None
+
+    @property
+    def held(self):
+        return self._fd is not None
+
+    def acquire(self):
+        """Take the lock at once or raise RunFolderError naming the process that holds it."""
+        if self.held:
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunFolderError(f"cannot lock run folder {self.folder}: cannot open "
+                                 f"{self.path}: {explain_os_error(err)}") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise RunFolderError(f"cannot lock run folder {self.folder}: "
+                                     f"{explain_os_error(err)}") from err
+            raise RunFolderError(f"run folder {self.folder} is in use by {_who(holder)} "
+                                 f"(it holds {self.path}); wait for that run to end or choose "
+                                 f"another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self):
+        """Empty the lock file and unlock it (closing the descriptor releases the flock)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass   # a read-only remount: the PID stays, and the next holder overwrites it
+        finally:
+            os.close(fd)
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_run_folder(path):
+    """Lock the existing folder `path` for this process; return the held RunLock."""
+    return RunLock(path).acquire()
+
+
+def _read_pid(fd):
+    """The PID written in an open lock file, or None when it holds none yet."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _who(pid):
+    if pid is None:
+        return "another process (its PID is not written yet)"
+    if pid == os.getpid():
+        return f"this process (PID {pid}; another run in the same program?)"
+    return f"process {pid}"
+
+
+# ------------------------------------------------------------------------------------------------
+# What run is there
+
+@dataclass
+class RunSummary:
+    """What a run folder holds: the run's files, how far the run got (from checkpoint.h5, else
+    metrics.jsonl), its best valid loss (metrics.jsonl, else checkpoint.h5), and the files that
+    are damaged ({name: what is wrong}; checkpoint.h5, best.h5 and metrics.jsonl are checked)."""
+    folder: Path
+    files: list
+    epoch: int | None = None
+    step: int | None = None
+    best_valid_loss: float | None = None
+    damaged: dict = field(default_factory=dict)
+
+    def describe(self):
+        """One line for messages: "epoch 2, step 1200, best valid loss 101.25; files: ..."."""
+        progress = "epoch unknown" if self.epoch is None else f"epoch {self.epoch}"
+        if self.step is not None:
+            progress += f", step {self.step}"
+        if self.best_valid_loss is not None:
+            progress += f", best valid loss {self.best_valid_loss:.2f}"
+        text = f"{progress}; files: {', '.join(self.files)}"
+        for name, problem in self.damaged.items():
+            text += f"; {name} is damaged ({problem})"
+        return text
+
+
+def describe_run(path):
+    """The RunSummary of the run in `path`, or None when it holds none of RUN_FILES. Never
+    raises for damaged files: they are listed in `damaged` and the rest is read around them."""
+    folder = Path(path)
+    files = [name for name in RUN_FILES if os.path.lexists(folder / name)]
+    if not files:
+        return None
+    summary = RunSummary(folder, files)
+    checkpoint_best = None
+    if CHECKPOINT in files:
+        try:
+            ckpt = load_checkpoint(folder / CHECKPOINT)
+            summary.epoch, summary.step = ckpt.epoch, ckpt.step
+            checkpoint_best = _finite((ckpt.extra or {}).get("best_valid"))
+        except OSError as err:
+            summary.damaged[CHECKPOINT] = _problem(str(err), folder / CHECKPOINT)
+    if BEST in files:
+        problem = checkpoint_problem(folder / BEST)
+        if problem is not None:
+            summary.damaged[BEST] = _problem(problem, folder / BEST)
+    if METRICS in files:
+        records, problem = _read_metrics(folder / METRICS)
+        if problem:
+            summary.damaged[METRICS] = problem
+        if records and summary.epoch is None:
+            summary.epoch, summary.step = records[-1].get("epoch"), records[-1].get("step")
+        losses = [_finite(r.get("valid_loss")) for r in records]
+        losses = [x for x in losses if x is not None]
+        if losses:
+            summary.best_valid_loss = min(losses)
+    if summary.best_valid_loss is None:
+        summary.best_valid_loss = checkpoint_best
+    return summary
+
+
+def _read_metrics(path):
+    """(the JSON object lines of metrics.jsonl, what is wrong with the file or None)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        return [], explain_os_error(err)
+    records, bad = [], 0
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif line.strip():
+            bad += 1
+    return records, (f"{bad} unreadable line{'s' * (bad != 1)}" if bad else None)
+
+
+def _finite(value):
+    """`value` as a float when it is a finite number, else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _problem(message, path):
+    """An error message without its leading file name (the summary names the file)."""
+    return message.removeprefix(f"{path}: ")
+
+
+# ------------------------------------------------------------------------------------------------
+# Replacing a run
+
+def remove_run(path):
+    """Delete the run files (RUN_FILES) in `path`; return the names removed. Nothing else in
+    the folder is touched; a run file that is a folder raises RunFolderError (not ours)."""
+    folder = Path(path)
+    removed = []
+    for name in RUN_FILES:
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            raise RunFolderError(f"cannot replace the run in {folder}: {target} is a folder, "
+                                 f"not a file a run writes; move it away first")
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise RunFolderError(f"cannot replace the run in {folder}: cannot remove "
+                                 f"{target}: {explain_os_error(err)}") from err
+        removed.append(name)
+    return removed
+
+
+# ------------------------------------------------------------------------------------------------
+# Everything a run does before its first step
+
+def prepare_run_folder(path, *, resume=False, overwrite=False, log=print):
+    """Make `path` ready for a run and return its held RunLock (release it when the run ends).
+
+    In order: check the folder (check_run_folder), lock it, remove orphan temporaries of dead
+    processes, then apply the rules: a fresh run into a folder holding a run is refused
+    (RunFolderError saying what is there and offering resume or overwrite); overwrite=True
+    deletes that run's files (remove_run) and says so through `log`; resume=True of a folder
+    with no checkpoint.h5 is refused. Whether checkpoint.h5 is sound is for the caller to
+    check when it loads it (checkpoint.checkpoint_problem). On any error the lock is released.
+    """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the run in "
+                         "the folder, overwrite replaces it")
+    folder = check_run_folder(path)
+    lock = lock_run_folder(folder)
+    try:
+        for orphan in remove_orphan_temporaries(folder):
+            log(f"removed {orphan}, a temporary file left by a process that died mid-write")
+        run = describe_run(folder)
+        if resume:
+            _check_resumable(folder, run)
+        elif run is not None and not overwrite:
+            raise RunFolderError(f"{folder} already holds a run ({run.describe()}); continue "
+                                 f"it with --resume, or replace it with --overwrite")
+        elif run is not None:
+            removed = remove_run(folder)
+            log(f"--overwrite: removed the previous run in {folder} ({run.describe()}): "
+                f"deleted {', '.join(removed)}")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_resumable(folder, run):
+    if run is None:
+        raise RunFolderError(f"nothing to resume in {folder}: it holds no run; start one "
+                             f"without --resume")
+    if CHECKPOINT not in run.files:
+        raise RunFolderError(f"nothing to resume in {folder}: there is no {CHECKPOINT} "
+                             f"(files: {', '.join(run.files)}); start again with --overwrite")
