@@ -188,10 +188,7 @@ def train_ours(estimator, n_categories, epochs, seed, backend, **options):
     config = TrainConfig(estimator=estimator, n_categories=n_categories, epochs=epochs, seed=seed,
                          backend=backend, progress=False, out=os.path.join("runs", "bench",
                          f"{estimator}-K{n_categories}-s{seed}"), **options)
-    trainer = Trainer(config, log=lambda *a: None)
-    import shutil
-
-    shutil.rmtree(config.out, ignore_errors=True)
+    trainer = Trainer(config, log=lambda *a: None, overwrite=True)  # a fresh run each time
     metrics = trainer.run()
     return metrics[-1]["test_loss"], sum(m["seconds"] for m in metrics)
 

@@ -110,12 +110,15 @@ class DiscreteVAE:
     # -----------------------------------------------------------------------------------------
     # Training.
 
-    def fit(self, X, y=None, *, x_valid=None, x_test=None, out=None, resume=False, **options):
+    def fit(self, X, y=None, *, x_valid=None, x_test=None, out=None, resume=False, overwrite=False,
+            **options):
         """Train on X (and validate on x_valid, test on x_test: split off X by the data layer's
         documented rule when not given) with dvae-train's training code; returns self.
         options: any constructor parameter, set for this and later fits (set_params).
-        out: a run folder for checkpoints, metrics and pictures (none written when None);
-        resume=True continues the run in `out`. y is ignored (the protocol's place for labels)."""
+        out: a run folder for checkpoints, metrics and pictures (none written when None), with
+        dvae-train's rules: a folder holding a run is refused unless resume=True (continue it)
+        or overwrite=True (replace it), and a folder another process uses is refused at once.
+        y is ignored (the protocol's place for labels)."""
         from .train import Trainer
 
         if options:
@@ -124,11 +127,10 @@ class DiscreteVAE:
         config = self.train_config(out)
         config = TrainConfig.from_dict({**config.__dict__, "binarization":
                                         "fixed" if splits.binarized else "dynamic"})
-        trainer = Trainer(config, log=print if self.progress else _quiet, data=splits)
-        if resume:
-            if out is None:
-                raise ValueError("resume=True needs out=, the run folder to continue")
-            trainer.resume()
+        if (resume or overwrite) and out is None:
+            raise ValueError("resume=True and overwrite=True need out=, the run folder")
+        trainer = Trainer(config, log=print if self.progress else _quiet, data=splits,
+                          resume=resume, overwrite=overwrite)
         trainer.run()
         self._fitted(trainer.model, trainer.backend, splits.image_shape)
         self.history_ = list(trainer.metrics)

@@ -48,6 +48,8 @@ def train_parser():
         if field.name == "out":
             group.add_argument("--resume", action="store_true",
                                help="continue the run saved in --out")
+            group.add_argument("--overwrite", action="store_true",
+                               help="replace the run saved in --out (its files are deleted)")
     return p
 
 
@@ -62,6 +64,7 @@ def options_table():
         rows.append(f"| {flags} | {default} | {field.metadata['help']} |")
         if field.name == "out":
             rows.append("| `--resume` | | continue the run saved in --out |")
+            rows.append("| `--overwrite` | | replace the run saved in --out (its files are deleted) |")
     return "\n".join(rows)
 
 
@@ -76,13 +79,11 @@ def train_main(argv=None):
     parser = train_parser()
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = vars(parser.parse_args(argv))
-    resume, debug = args.pop("resume"), args.pop("debug")
+    resume, overwrite, debug = args.pop("resume"), args.pop("overwrite"), args.pop("debug")
     stage = BAD_INPUT  # until the first step starts: then a fault is a failure of the run
     try:
         config = TrainConfig.from_dict(args)
-        trainer = Trainer(config)
-        if resume:
-            trainer.resume()
+        trainer = Trainer(config, resume=resume, overwrite=overwrite)
         print(f"training on {trainer.backend.name}: N={config.n_latent} K={config.n_categories} "
               f"estimator={config.estimator}, {len(trainer.train_images)} images, "
               f"{trainer.steps_per_epoch} steps per epoch, output in {config.out}", flush=True)

@@ -35,7 +35,7 @@ from .errors import RunFolderError
 CHECKPOINT = "checkpoint.h5"
 BEST = "best.h5"
 METRICS = "metrics.jsonl"
-PICTURES = ("reconstructions.png", "codes.png")
+PICTURES = ("reconstructions.png", "codes.png", "curves.png", "pairwise.png")
 RUN_FILES = (CHECKPOINT, BEST, METRICS) + PICTURES   # every file a run writes in its folder
 LOCK_FILE = ".lock"
 

@@ -28,17 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from . import images
-from .atomic import atomic_path
+from .atomic import append_text, atomic_path
 from .backend import get_backend
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_problem, load_checkpoint, save_checkpoint
 from .config import TrainConfig, resumable_fields
 from .data import load_dataset
-from .errors import RunInterrupted, TrainingDiverged
+from .errors import CorruptFileError, RunInterrupted, TrainingDiverged
 from .evaluate import Evaluator
 from .graph import GraphedStep
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
 from .model import Model
 from .progress_bar import progress_bar
+from .run_folder import prepare_run_folder
 from .step import TrainStep
 
 BINARIZE_SALT = 0xB1_7A_12E  # keeps the dynamic-binarisation stream apart from the Gumbel noise
@@ -50,11 +51,33 @@ def annealed(start, rate, minimum, step, every):
 
 
 class Trainer:
-    def __init__(self, config, log=print, graph_capture=None, data=None):
+    def __init__(self, config, log=print, graph_capture=None, data=None, resume=False,
+                 overwrite=False):
         """data: a data.Splits to train on (the library's fit); None loads config.dataset.
-        config.out None: a run that writes no files (fit without out=)."""
+        config.out None: a run that writes no files (fit without out=). Otherwise the run
+        folder is checked, locked and prepared first (run_folder.py: a fresh run into a folder
+        that holds a run is refused unless overwrite=True; resume=True continues it)."""
         self.config = config
         self.log = log
+        self.out = None if config.out is None else Path(config.out)
+        self.run_lock = (None if self.out is None else
+                         prepare_run_folder(self.out, resume=resume, overwrite=overwrite, log=log))
+        try:
+            self._build(graph_capture, data)
+            if resume:
+                self.resume()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Release the run folder's lock (the run is over, or never started)."""
+        if self.run_lock is not None:
+            self.run_lock.release()
+            self.run_lock = None
+
+    def _build(self, graph_capture, data):
+        config = self.config
         self.backend = get_backend(config.backend)
         self.data = data if data is not None else load_dataset(config.dataset, config.binarization,
                                                                 config.data_root)
@@ -72,7 +95,6 @@ class Trainer:
         # training batch (dynamic binarisation) and by the fixed threshold for evaluation.
         self.train_mode = AS_IS if self.data.binarized else BERNOULLI
         self.eval_mode = AS_IS if self.data.binarized else THRESHOLD
-        self.out = None if config.out is None else Path(config.out)
         self.epoch = 0            # completed epochs
         self.step_in_epoch = 0    # steps done in the current epoch (non-zero after Ctrl-C)
         self.epoch_loss_sum = 0.0  # the loss sum of those steps, carried through an interruption
@@ -159,7 +181,14 @@ class Trainer:
 
         Ctrl-C (SIGINT) and SIGTERM are taken between two steps, never inside one: the step
         finishes, a checkpoint is saved, and RunInterrupted is raised for the caller to exit on.
-        A run already past config.epochs says so and does nothing."""
+        A run already past config.epochs says so and does nothing. The run folder's lock is
+        released when run returns or raises."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self):
         if self.epoch >= self.config.epochs:
             where = f"the run in {self.out}" if self.out else "the run"
             self.log(f"nothing to do: {where} has done {self.epoch} epochs and --epochs is "
@@ -238,8 +267,7 @@ class Trainer:
             self.save_checkpoint(self.out / "best.h5")
         # The checkpoint first: it holds every metrics line, so resume can rewrite the file.
         self.save_checkpoint()
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.out / "metrics.jsonl", json.dumps(record) + "\n")
         self.write_pictures()
 
     def evaluate(self):
@@ -279,6 +307,12 @@ class Trainer:
 
     def resume(self, path=None):
         path = Path(path or self.out / "checkpoint.h5")
+        problem = checkpoint_problem(path)
+        if problem is not None:  # a damaged checkpoint is never used
+            best = path.parent / "best.h5"
+            hint = (f"; {best} is sound (the best epoch so far): copy it over {path} to resume "
+                    f"from there" if best.exists() and checkpoint_problem(best) is None else "")
+            raise CorruptFileError(f"cannot resume: {problem}{hint}")
         checkpoint = load_checkpoint(path)
         checkpoint.check_finite()
         saved = TrainConfig.from_dict(checkpoint.config)

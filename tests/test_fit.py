@@ -198,10 +198,13 @@ def test_bad_training_input(tmp_path):
 
 
 def test_load_refuses_parameters_that_disagree_with_the_config(fitted, tmp_path):
+    from dvae_cupy.checkpoint import load_checkpoint, save_checkpoint
+
     fitted.save(tmp_path / "m.h5")
-    with h5py.File(tmp_path / "m.h5", "r+") as f:
-        config = json.loads(f.attrs["config"])
-        config["pixels"] = 784
-        f.attrs["config"] = json.dumps(config)
+    saved = load_checkpoint(tmp_path / "m.h5")
+    save_checkpoint(tmp_path / "m.h5", params=saved.params, optimizer=saved.optimizer, step=0,
+                    epoch=0, eps=0.0, rng_state={}, config={**saved.config, "pixels": 784})
+    with h5py.File(tmp_path / "m.h5", "r") as f:  # a sound file whose config disagrees
+        assert json.loads(f.attrs["config"])["pixels"] == 784
     with pytest.raises(ValueError, match="for 24 pixels but the checkpoint's config says 784"):
         DiscreteVAE.load(tmp_path / "m.h5", backend="cpu")

@@ -151,6 +151,6 @@ def test_bad_options_exit_2_with_a_clear_message(tmp_path, capsys, args, message
     assert message in capsys.readouterr().err
 
 
-def test_resume_without_a_checkpoint_names_the_file(tmp_path, capsys):
+def test_resume_without_a_run_says_so(tmp_path, capsys):
     assert train_main(["--out", str(tmp_path), "--resume", "--backend", "cpu"]) == 2
-    assert "checkpoint.h5" in capsys.readouterr().err
+    assert f"nothing to resume in {tmp_path}" in capsys.readouterr().err
