@@ -81,6 +81,7 @@ def train_main(argv=None):
     args = vars(parser.parse_args(argv))
     resume, overwrite, debug = args.pop("resume"), args.pop("overwrite"), args.pop("debug")
     stage = BAD_INPUT  # until the first step starts: then a fault is a failure of the run
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # the loop takes it over, then gives it back
     try:
         config = TrainConfig.from_dict(args)
         trainer = Trainer(config, resume=resume, overwrite=overwrite)
@@ -93,15 +94,33 @@ def train_main(argv=None):
             nll = trainer.evaluate_nll()
             print(f"test NLL bound ({config.nll_samples} importance samples): {nll:.2f}")
     except RunInterrupted as interruption:
+        if "outside the training loop" in str(interruption):
+            print(f"dvae-train: {interruption}", file=sys.stderr)
         return 128 + interruption.signum
     except KeyboardInterrupt:  # before the loop took over SIGINT
         return 128 + signal.SIGINT
     except USER_FAULTS as error:
         if debug:
             raise
-        print(f"dvae-train: error: {error}", file=sys.stderr)
+        print(f"dvae-train: error: {_message(error)}", file=sys.stderr)
         return stage
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _message(error):
+    """An error's message without Python's "[Errno 28]" prefix when it says it in words."""
+    if isinstance(error, OSError) and error.strerror and not error.filename:
+        return error.strerror
+    return str(error)
+
+
+def _stop_on_sigterm(signum, frame):
+    """SIGTERM outside the training loop (loading, the final evaluation): nothing is mid-write
+    there, so stop at once; the last checkpoint is on disk."""
+    raise RunInterrupted(signum, "SIGTERM: stopped outside the training loop; the last "
+                                 "checkpoint is kept")
 
 
 def check_main(argv=None):
