@@ -101,8 +101,7 @@ def gumbel_softmax_gradients(model, ws, x, seed, counter, tau, samples=1, straig
     logits = model.encode(x, ws.encoder)
     ops.gumbel_noise(seed, counter, ws.gumbel)
     scores = (xp.repeat(logits, samples, axis=0) + ws.gumbel).reshape(rows, shape.n_latent, -1) / tau
-    relaxed = xp.exp(scores - scores.max(axis=-1, keepdims=True))
-    relaxed /= relaxed.sum(axis=-1, keepdims=True)
+    relaxed = categorical_probabilities(xp, scores)
     codes = relaxed
     if straight_through:
         codes = (relaxed.argmax(axis=-1)[..., None] == xp.arange(shape.n_categories)).astype(np.float32)

@@ -236,5 +236,5 @@ def test_dvae_check_gpu_prints_one_error_line_and_exits_2(nvvm_missing, capsys):
 def test_the_library_api_refuses_the_gpu_clearly(nvvm_missing):
     from dvae_cupy import DiscreteVAE
 
-    with pytest.raises(GPUUnavailableError, match="NVVM"):
-        DiscreteVAE(backend="gpu")
+    with pytest.raises(GPUUnavailableError, match="NVVM"):  # at first use: __init__ only stores
+        DiscreteVAE(backend="gpu", pixels=4).encode([[0, 0, 0, 0]])

@@ -55,7 +55,7 @@ def write_run(folder, epoch=2, valid=(150.5, 140.25)):
     save_checkpoint(folder / "best.h5", **state)
     lines = [{"epoch": i + 1, "step": 600 * (i + 1), "valid_loss": v} for i, v in enumerate(valid)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    for picture in ("reconstructions.png", "codes.png"):
+    for picture in ("reconstructions.png", "codes.png", "curves.png", "pairwise.png"):
         (folder / picture).write_bytes(b"\x89PNG fake")
 
 
@@ -115,7 +115,7 @@ def test_describe_a_run(tmp_path):
     assert run.files == list(RUN_FILES) and run.damaged == {}
     assert run.describe() == ("epoch 2, step 1200, best valid loss 140.25; files: "
                               "checkpoint.h5, best.h5, metrics.jsonl, reconstructions.png, "
-                              "codes.png")
+                              "codes.png, curves.png, pairwise.png")
 
 
 def test_describe_survives_a_damaged_checkpoint_and_metrics(tmp_path):
