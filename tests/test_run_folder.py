@@ -153,7 +153,8 @@ def test_fresh_run_into_a_folder_holding_a_run_is_refused(tmp_path):
         prepare_run_folder(tmp_path, log=lambda line: None)
     assert str(caught.value) == (
         f"{tmp_path} already holds a run (epoch 2, step 1200, best valid loss 140.25; files: "
-        f"checkpoint.h5, best.h5, metrics.jsonl, reconstructions.png, codes.png); continue it "
+        f"checkpoint.h5, best.h5, metrics.jsonl, reconstructions.png, codes.png, curves.png, "
+        f"pairwise.png); continue it "
         f"with --resume, or replace it with --overwrite")
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != LOCK_FILE}
     assert after == before                           # nothing touched
@@ -172,8 +173,9 @@ def test_overwrite_removes_only_the_runs_files_and_says_so(tmp_path):
                                                           "plots"]
     assert lines == [f"--overwrite: removed the previous run in {tmp_path} (epoch 2, step 1200, "
                      f"best valid loss 140.25; files: checkpoint.h5, best.h5, metrics.jsonl, "
-                     f"reconstructions.png, codes.png): deleted checkpoint.h5, best.h5, "
-                     f"metrics.jsonl, reconstructions.png, codes.png"]
+                     f"reconstructions.png, codes.png, curves.png, pairwise.png): deleted "
+                     f"checkpoint.h5, best.h5, metrics.jsonl, reconstructions.png, codes.png, "
+                     f"curves.png, pairwise.png"]
 
 
 def test_overwrite_refuses_to_delete_a_folder_named_like_a_run_file(tmp_path):
