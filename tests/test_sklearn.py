@@ -85,16 +85,16 @@ def test_the_protocol_on_pixel_data(tmp_path):
 
 def test_a_pipeline_classifies_fashion_mnist_from_the_codes():
     data = load_dataset("fashion-mnist")
-    train, test = data.train[:6000], data.test[:2000]
-    labels_train, labels_test = data.labels["train"][:6000], data.labels["test"][:2000]
+    train, test = data.train[:4000], data.test[:2000]
+    labels_train, labels_test = data.labels["train"][:4000], data.labels["test"][:2000]
     pipeline = Pipeline([
-        ("vae", DiscreteVAE(n_latent=20, n_categories=10, epochs=3, one_hot=True, backend="cpu",
+        ("vae", DiscreteVAE(n_latent=20, n_categories=10, epochs=2, one_hot=True, backend="cpu",
                             progress=False)),
         ("clf", LogisticRegression(max_iter=300)),
     ])
     pipeline.fit(train, labels_train)
     accuracy = float(np.mean(pipeline.predict(test) == labels_test))
-    print(f"Fashion-MNIST, 6000 training images, 3 epochs, N=20 K=10 one-hot codes -> logistic "
+    print(f"Fashion-MNIST, 4000 training images, 2 epochs, N=20 K=10 one-hot codes -> logistic "
           f"regression: test accuracy {accuracy:.3f}")
     assert accuracy > 0.5  # chance is 0.1
 
