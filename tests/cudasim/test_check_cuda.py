@@ -9,7 +9,12 @@ from dvae_cupy.backend import cuda_backend
 SIMULATED_GPU = cuda_backend(np)
 
 
-@pytest.mark.parametrize("op", check.CHECK_NAMES)
+# direct_step_real runs the paper's H = 300, D = 784: ~50 s of simulated threads for what the
+# small-model rows already cover; it runs on the CPU (tests/test_check.py) and on a real GPU.
+SIMULATED = [name for name in check.CHECK_NAMES if name != "direct_step_real"]
+
+
+@pytest.mark.parametrize("op", SIMULATED)
 def test_cuda_kernels_under_simulator_match_reference(op):
     results = check.run_checks(SIMULATED_GPU, only=[op])
     assert results, f"no check ran for {op}"
