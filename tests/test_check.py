@@ -39,3 +39,17 @@ def test_gpu_backend_refuses_clearly_without_a_gpu(capsys, monkeypatch):
     monkeypatch.setenv("DVAE_CUPY_BACKEND", "cpu")
     assert check_main(["--backend", "gpu"]) == 2
     assert "not usable" in capsys.readouterr().err
+
+
+def test_bench_mode_times_each_op_beside_its_check(capsys):
+    assert check_main(["--backend", "cpu", "--bench", "--only", "bias_act", "finish_step"]) == 0
+    out = capsys.readouterr().out
+    timed = [line for line in out.splitlines() if line.startswith(("bias_act", "finish_step"))
+             and line.split()[1] in ("100x300", "100x100")]
+    assert len(timed) == 2 and all(float(line.split()[-1]) > 0 for line in timed), out
+
+
+def test_only_rejects_unknown_checks(capsys):
+    with pytest.raises(SystemExit):
+        check_main(["--backend", "cpu", "--only", "bogus"])
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err

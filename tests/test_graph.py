@@ -143,10 +143,10 @@ def test_a_captured_step_keeps_its_arrays_through_evaluation(tmp_path, n_latent)
     recording = Backend("cpu", _Recorder(np, log), _Recorder(CPU.ops, log))
     config = TrainConfig(train_subset=300, eval_subset=200, hidden=16, n_latent=n_latent,
                          n_categories=4, batch_size=50, epochs=2, backend="cpu", progress=False,
-                         cuda_graph=True, out=str(tmp_path))
+                         cuda_graph=True, out=str(tmp_path), anneal_every=3, eps_anneal_rate=0.05)
     trainer = Trainer(config, log=lambda *a: None, graph_capture=RecordingCapture(log))
     trainer.backend = recording
     trainer.model.backend, trainer.model.xp, trainer.model.ops = recording, recording.xp, recording.ops
-    trainer.run()  # two epochs: evaluations, checkpoints and pictures between the replays
+    trainer.run()  # two epochs: evaluations, checkpoints, pictures and eps moves between replays
     assert trainer.runner.graph is not None and trainer.runner.capture_strategy.captured
     assert trainer.step == 12
