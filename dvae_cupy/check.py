@@ -172,6 +172,32 @@ def check_bce_rows(backend, rng, batch, samples, pixels):
     return Case(lambda: backend.ops.bce_rows(*args, samples, 0.5, loss, grad), error)
 
 
+def check_sampled_code_grads(backend, rng, batch, samples, n_categories, pixels):
+    """N = 1: dBCE/dlogits of the K codes summed over the rows that sampled each, and the rows'
+    losses read from the (R, K) candidate losses."""
+    rows = batch * samples
+    code_out, bias = rng.normal(scale=4, size=(n_categories, pixels)), rng.normal(size=pixels)
+    x, codes = _binary_images(rng, batch, pixels), _codes(rng, rows, 1, n_categories)
+    losses = rng.uniform(50, 300, size=(rows, n_categories))
+    args = [_dev(backend, a) for a in (code_out, bias, x)] + [_dev(backend, codes, np.int32)]
+    device_losses = _dev(backend, losses)
+    grad, sampled = _dev(backend, np.zeros((n_categories, pixels))), _dev(backend, np.zeros(rows))
+
+    def run():
+        backend.ops.sampled_code_grads(*args, samples, 1.0 / rows, grad)
+        backend.ops.sampled_code_losses(device_losses, args[3], sampled)
+
+    def error():
+        logits = (code_out.astype(np.float32) + bias.astype(np.float32)).astype(np.float64)
+        targets = np.repeat(x, samples, axis=0)
+        truth = ref.onehot(codes, n_categories)[:, 0].T @ (
+            ref.bce_with_logits_grad(logits[codes[:, 0]], targets) / rows)
+        rows_truth = losses.astype(np.float32)[np.arange(rows), codes[:, 0]]
+        return max(scaled_error(backend.to_host(grad), truth),
+                   exact_mismatch(backend.to_host(sampled), rows_truth))
+    return Case(run, error)
+
+
 def check_softplus_row_sums(backend, rng, rows, pixels):
     out, bias = rng.normal(scale=4, size=(rows, pixels)), rng.normal(size=pixels)
     args, sums = (_dev(backend, out), _dev(backend, bias)), _dev(backend, np.zeros(rows))
@@ -396,8 +422,9 @@ def check_candidate_losses(backend, rng, batch, samples, n_latent, n_categories)
     device_x, device_codes = _dev(backend, x), _dev(backend, codes, np.int32)
 
     def run():
-        out = model.decode_codes(device_codes, ws.decoder)  # candidates start from its pre-activation
-        model.ops.bce_rows(out, model.params["dec_b2"], device_x, samples, 0.0, ws.recon, ws.dout)
+        if ws.decoder is not None:  # N > 1: candidates start from the sampled code's pre-activation
+            out = model.decode_codes(device_codes, ws.decoder)
+            model.ops.bce_rows(out, model.params["dec_b2"], device_x, samples, 0.0, ws.recon, ws.dout)
         model.candidate_losses(device_x, device_codes, samples, ws.recon, ws.decoder, ws.candidates,
                                ws.losses)
 
@@ -500,6 +527,8 @@ CHECKS = [
      [(100, 1, 10, 300), (100, 20, 10, 300)]),
     ("adam_update", check_adam_update, FLOAT32_TOLERANCE, [(1, 3), (1000, 3)], [(478_294, 1)]),
     ("bce_rows", check_bce_rows, FLOAT32_TOLERANCE, [(1, 1, 1), (3, 2, 784), (2, 1, 300)], [(100, 1, 784)]),
+    ("sampled_code_grads", check_sampled_code_grads, FLOAT32_TOLERANCE,
+     [(1, 1, 2, 1), (5, 3, 10, 784), (7, 1, 50, 33)], [(100, 1, 10, 784)]),
     ("softplus_row_sums", check_softplus_row_sums, FLOAT32_TOLERANCE, [(1, 5), (4, 784)], [(4096, 784)]),
     ("softmax_kl", check_softmax_kl, FLOAT32_TOLERANCE, [(1, 1, 2), (5, 3, 10), (2, 20, 10)],
      [(100, 1, 10), (100, 20, 10)]),

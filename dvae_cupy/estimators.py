@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .model import categorical_probabilities
+from .workspace import shared_code_decoder
 
 ESTIMATORS = ("direct", "gumbel-softmax", "exact")
 
@@ -42,18 +43,28 @@ class EstimatorConfig:
 
 def direct_gradients(model, ws, x, seed, counter, eps, samples=1, two_sided=False, kl_backprop=False):
     """The paper's estimator: decoder by backprop at z_opt = argmax(h + g); encoder logits by
-    (onehot(z_opt) - onehot(z_dir)) / eps with z_dir = argmax(h + g - eps L) over neighbours."""
+    (onehot(z_opt) - onehot(z_dir)) / eps with z_dir = argmax(h + g - eps L) over neighbours.
+    N = 1: the sampled codes are among the K codes the candidates decode, so the decoder runs on
+    those K rows only, forward and backward (workspace.shared_code_decoder)."""
     ops, k = model.ops, model.shape.n_categories
     batch, rows = len(x), len(x) * samples
     logits = model.encode(x, ws.encoder)
     ops.sample_codes(logits, seed, counter, k, samples, False, ws.gumbel, ws.codes)
-    out = model.decode_codes(ws.codes, ws.decoder)
-    ops.bce_rows(out, model.params["dec_b2"], x, samples, 1.0 / rows, ws.recon, ws.dout)
-    model.candidate_losses(x, ws.codes, samples, ws.recon, ws.decoder, ws.candidates, ws.losses)
+    shared = shared_code_decoder(model.shape)
+    if shared:
+        model.all_code_losses(x, ws.candidates, samples, ws.losses)
+        ops.sampled_code_losses(ws.losses, ws.codes, ws.recon)
+    else:
+        out = model.decode_codes(ws.codes, ws.decoder)
+        ops.bce_rows(out, model.params["dec_b2"], x, samples, 1.0 / rows, ws.recon, ws.dout)
+        model.candidate_losses(x, ws.codes, samples, ws.recon, ws.decoder, ws.candidates, ws.losses)
     ops.softmax_kl(logits, k, 1.0 / batch if kl_backprop else 0.0, ws.kl, ws.dlogits)
     ops.direct_logit_grad(logits, ws.gumbel, ws.losses, ws.codes, k, samples, eps, 1.0 / batch,
                           two_sided, ws.dlogits)
-    model.decoder_backward_codes(ws.codes, ws.decoder, ws.dout)
+    if shared:
+        model.decoder_backward_sampled_codes(x, ws.codes, samples, 1.0 / rows, ws.candidates)
+    else:
+        model.decoder_backward_codes(ws.codes, ws.decoder, ws.dout)
     model.encoder_backward(x, ws.encoder, ws.dlogits)
     return ws.recon, ws.kl
 

@@ -285,10 +285,26 @@ class Model:
         L(x_b, code k) / B, from all_code_losses' arrays. dL/d out_k = sum_b w_bk (sigmoid(o_k)
         - x_b) / B, with o_k the K codes' logits. Written with array ops (temporaries): the
         exact estimator is the baseline, not the hot path."""
-        xp, p, g = self.xp, self.params, self.grads
+        xp, p = self.xp, self.params
         decoder, batch = all_codes.decoder, len(x)
         sigmoid = pixel_probabilities(xp, decoder.out + p["dec_b2"])
         dout = ((weights.sum(axis=0)[:, None] * sigmoid - weights.T @ x) / batch).astype(np.float32)
+        self._decoder_backward_k_codes(all_codes, dout)
+
+    def decoder_backward_sampled_codes(self, x, codes, samples, grad_scale, all_codes):
+        """N = 1, the direct estimator: fills the 4 decoder gradients of grad_scale * sum_r
+        L(x_{r // M}, codes[r]), from all_code_losses' arrays. Every sampled code is one of the
+        K codes, so dL/d(logits) is summed per code into all_codes.dout (K, D) and the products
+        run on K rows, not on the B*M sampled rows."""
+        self.ops.sampled_code_grads(all_codes.decoder.out, self.params["dec_b2"], x, codes,
+                                    samples, grad_scale, all_codes.dout)
+        self._decoder_backward_k_codes(all_codes, all_codes.dout)
+
+    def _decoder_backward_k_codes(self, all_codes, dout):
+        """The decoder gradients from dL/d(logits) (K, D) of the K codes, at all_code_losses'
+        arrays."""
+        xp, p, g = self.xp, self.params, self.grads
+        decoder = all_codes.decoder
         xp.matmul(decoder.hidden.T, dout, out=g["dec_w2"])
         xp.sum(dout, axis=0, out=g["dec_b2"])
         xp.matmul(dout, p["dec_w2"].T, out=decoder.dhidden)
