@@ -10,10 +10,9 @@ the rest" is the epoch's time per step minus every timed call (the loop, the ste
 timers' own cost). The epoch is also timed with no timers, beside it. Ops' rows include their
 Python fronts (argument checks); `--split-checks` times the @njit part of each op alone as well.
 
-The matrix-product floor: the step's GEMM flops (counted from the shapes actually called) over
-this machine's float32 sgemm rate, measured here at each of the step's own shapes (gemm_rates):
-the floor is the sum over the step's products of flops / the rate at that shape, and the "large
-GEMM" floor divides the total flops by the rate of one 4096x300x784 product.
+The matrix-product floor is benchmarks/floor.py's: the method's products at this machine's
+float32 sgemm rate at each product's shape. The GEMM rows also show the rate each product got in
+the loop beside np.matmul's alone at that shape (chunked products, rows C, at 4096 rows).
 Not a test; prints Markdown tables naming the machine.
 """
 import argparse
@@ -38,8 +37,14 @@ import numpy as np  # noqa: E402
 from bench_step import machine_name  # noqa: E402
 
 
-def _shape(a):
-    s = "(" + ",".join(str(d) for d in a.shape) + ")"
+CHUNK_LOOPS = {"_neighbour_losses", "_pruned_neighbour_losses"}  # rows vary: shown as C
+
+
+def _shape(a, chunk=False):
+    dims = [str(d) for d in a.shape]
+    if chunk and dims:
+        dims[0] = "C"
+    s = "(" + ",".join(dims) + ")"
     if a.ndim == 2 and not a.flags["C_CONTIGUOUS"] and a.flags["F_CONTIGUOUS"]:
         s += "^T"
     return s
@@ -60,18 +65,22 @@ class Timed:
 
         def call(*args, **kwargs):
             caller = sys._getframe(1).f_code.co_name
+            chunk = caller in CHUNK_LOOPS
             arrays = [a for a in args if hasattr(a, "shape") and getattr(a, "ndim", 0) >= 1][:2]
             if name == "matmul":
-                key = (caller, "matmul", "@".join(_shape(a) for a in arrays))
+                key = (caller, "matmul", "@".join(_shape(a, chunk and i == 0)
+                                                  for i, a in enumerate(arrays)))
             else:
-                key = (caller, name, _shape(arrays[0]) if arrays else "")
+                key = (caller, name, _shape(arrays[0], chunk) if arrays else "")
             started = time.perf_counter()
             result = target(*args, **kwargs)
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - started
             if name == "matmul":
                 a, b = arrays
                 n = b.shape[1] if b.ndim == 2 else 1
-                flops[key] = (2 * a.shape[0] * a.shape[1] * n, a.shape, b.shape)
+                shape = ((4096,) + a.shape[1:] if chunk else a.shape, b.shape)  # a rate to use
+                done, _ = flops.get(key, (0, shape))
+                flops[key] = (done + 2 * a.shape[0] * a.shape[1] * n, shape)
             return result
         return call
 
@@ -105,44 +114,26 @@ def epoch_seconds(trainer):
     return time.perf_counter() - started
 
 
-def gemm_rates(shapes, repeats=30):
-    """{(a shape, b shape): float32 flops/s of np.matmul at that shape, C-contiguous operands}."""
-    rates = {}
-    rng = np.random.default_rng(0)
-    for a_shape, b_shape in shapes:
-        a = rng.random(a_shape, dtype=np.float32)
-        b = rng.random(b_shape, dtype=np.float32)
-        out = a @ b
-        for _ in range(5):
-            np.matmul(a, b, out=out)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            np.matmul(a, b, out=out)
-            times.append(time.perf_counter() - started)
-        n = b_shape[1] if len(b_shape) == 2 else 1
-        rates[(a_shape, b_shape)] = 2 * a_shape[0] * a_shape[1] * n / float(np.median(times))
-    return rates
-
-
 def profile(n, k, steps, repeats):
-    """(rows [(label, ms/step)], loop ms/step timed, loop ms/step untimed, flops {key: ...})."""
+    """(rows [(key, s/step)], loop s/step timed, loop s/steps untimed (each a list over the
+    repeats), GEMM flops per step {key: (flops, shape for its rate)})."""
     plain = make_trainer(n, k, steps)
     epoch_seconds(plain)  # warm-up: compilation, BLAS threads, caches
-    plain_times = []
     trainer = make_trainer(n, k, steps)
     totals, flops = {}, {}
     instrument(trainer, totals, flops)
     epoch_seconds(trainer)
-    timed_times, runs = [], []
+    timed_times, plain_times, runs = [], [], []
     for _ in range(repeats):  # alternate: timed epoch, untimed epoch
         totals.clear()
+        flops.clear()
         timed_times.append(epoch_seconds(trainer) / steps)
         runs.append(dict(totals))
         plain_times.append(epoch_seconds(plain) / steps)
     keys = sorted(runs[0], key=lambda key: -runs[0][key])
-    rows = [(key, float(np.median([r[key] for r in runs])) / steps) for key in keys]
-    return rows, float(np.median(timed_times)), float(np.median(plain_times)), flops
+    rows = [(key, float(np.median([r.get(key, 0.0) for r in runs])) / steps) for key in keys]
+    per_step = {key: (f / steps, shape) for key, (f, shape) in flops.items()}
+    return rows, timed_times, plain_times, per_step
 
 
 def label(key):
@@ -151,6 +142,8 @@ def label(key):
 
 
 def main():
+    from floor import sgemm_rate, step_floor
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="*", default=["1x10", "20x10"])
     parser.add_argument("--steps", type=int, default=200, help="steps per epoch")
@@ -159,34 +152,36 @@ def main():
     args = parser.parse_args()
     print(f"## Profile of a training step in Trainer.run_epoch ({machine_name()}, {os.cpu_count()} "
           f"cores, {THREADS} threads; batch 100; median of {args.repeats} epochs of {args.steps} "
-          f"steps)\n")
+          f"steps; load average {os.getloadavg()[0]:.1f} at the start)\n")
+    rates = {}
     for pair in args.configs:
         n, k = map(int, pair.split("x"))
-        rows, timed_ms, plain_ms, flops = profile(n, k, args.steps, args.repeats)
-        shapes = {(f[1], f[2]) for f in flops.values()}
-        rates = gemm_rates(shapes)
-        large = gemm_rates([((4096, 300), (300, 784))])[((4096, 300), (300, 784))]
-        total_flops = sum(f[0] for f in flops.values())
-        floor_ms = 1e3 * sum(f[0] / rates[(f[1], f[2])] for f in flops.values())
-        print(f"### N={n}, K={k}: {plain_ms * 1e3:.2f} ms per step in the loop with no timers "
-              f"({timed_ms * 1e3:.2f} ms timed)\n")
-        print("| call | ms/step | share | GFLOP/s achieved | sgemm GFLOP/s alone at this shape |")
+        rows, timed, plain, flops = profile(n, k, args.steps, args.repeats)
+        timed_s, plain_s = float(np.median(timed)), float(np.median(plain))
+        print(f"### N={n}, K={k}: {plain_s * 1e3:.2f} ms per step in the loop with no timers "
+              f"(epochs {', '.join(f'{t * 1e3:.2f}' for t in plain)}); {timed_s * 1e3:.2f} ms "
+              f"timed\n")
+        print("| call | ms/step | share | GFLOP/s here | sgemm GFLOP/s alone at its shape |")
         print("|---|---|---|---|---|")
         accounted = 0.0
         for key, seconds in rows:
             accounted += seconds
             extra = " | |"
             if key in flops:
-                f, a, b = flops[key]
-                extra = f" | {f / seconds / 1e9:.0f} | {rates[(a, b)] / 1e9:.0f} |"
-            print(f"| {label(key)} | {seconds * 1e3:.3f} | {seconds / timed_ms:.0%}{extra}")
-        rest = timed_ms - accounted
-        print(f"| Python and the rest | {rest * 1e3:.3f} | {rest / timed_ms:.0%} | | |\n")
-        print(f"GEMM flops per step {total_flops / 1e6:.1f} M; floor at each shape's own sgemm "
-              f"rate {floor_ms:.2f} ms = {floor_ms / (plain_ms * 1e3):.0%} of the loop's step; at "
-              f"the large-GEMM rate ({large / 1e9:.0f} GFLOP/s, 4096x300 @ 300x784) "
-              f"{1e3 * total_flops / large:.2f} ms = {total_flops / large / plain_ms:.0%}\n",
-              flush=True)
+                f, (a, b) = flops[key]
+                shape = (a[0], a[1], b[1] if len(b) == 2 else 1)
+                rates.setdefault(shape, sgemm_rate(*shape))
+                extra = f" | {f / seconds / 1e9:.0f} | {rates[shape] / 1e9:.0f} |"
+            print(f"| {label(key)} | {seconds * 1e3:.3f} | {seconds / timed_s:.0%}{extra}")
+        rest = timed_s - accounted
+        print(f"| Python and the rest (loop, step, timers) | {rest * 1e3:.3f} | "
+              f"{rest / timed_s:.0%} | | |\n")
+        floor_s, floor_flops = step_floor(100, n, k, rates=rates)
+        done = sum(f for f, _ in flops.values())
+        print(f"Matrix-product floor (benchmarks/floor.py: the method's products, {floor_flops / 1e6:.0f} "
+              f"MFLOP, at this machine's sgemm rate at each shape): {floor_s * 1e3:.2f} ms = "
+              f"{floor_s / plain_s:.0%} of the loop's step. GEMM flops our step ran: "
+              f"{done / 1e6:.0f} MFLOP.\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from .estimators import (batch_loss, direct_gradients, exact_gradients,
 from .evaluate import eval_seed, marginal_nll, sampled_loss
 from .kernels import rng as cpu_rng
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
-from .model import Model, ModelShape
+from .model import Model, ModelShape, Pruning
 from .workspace import EvalWorkspace, TrainWorkspace
 
 FLOAT32_TOLERANCE = 2e-5     # one float32 op chain against float64, relative to the scale
@@ -335,20 +335,22 @@ def _binary_images(rng, batch, pixels):
 
 
 def check_direct_step(backend, rng, batch, samples, n_latent, n_categories, two_sided=False,
-                      kl_backprop=False, real=False):
+                      kl_backprop=False, real=False, prune=False):
     """A whole direct step; real=True at the paper's H = 300, D = 784 with cache-sized chunks,
-    else on a small model with candidate chunks of 7 rows (so that chunking is exercised)."""
+    else on a small model with candidate chunks of 7 rows (so that chunking is exercised);
+    prune=True skips the neighbours that cannot be z_dir (the CPU's kernels/neighbour_pruning.py)."""
     model_shape, chunk = ({"pixels": 784, "hidden": 300}, 4096) if real else ({}, 7)
     model, params = _small_model(backend, n_latent, n_categories, **model_shape)
     x = _binary_images(rng, batch, model.shape.pixels)
-    ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=chunk)
+    ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=chunk,
+                        prune=prune)
     seed, counter, eps = 11, 5, 0.5
     device_x, result = _dev(backend, x), {}
     scalars = _scalar(backend, counter, np.uint64), _scalar(backend, eps, np.float32)
 
     def run():
         result["arrays"] = direct_gradients(model, ws, device_x, seed, *scalars, samples, two_sided,
-                                            kl_backprop)
+                                            kl_backprop, prune)
 
     def error():
         gumbel = _noise(seed, counter, batch, samples, n_latent, n_categories)
@@ -431,6 +433,45 @@ def check_candidate_losses(backend, rng, batch, samples, n_latent, n_categories)
     def error():
         truth = ref.candidate_losses(params, np.repeat(x, samples, axis=0), codes, n_categories)
         return scaled_error(backend.to_host(ws.losses), truth.reshape(batch * samples, -1))
+    return Case(run, error)
+
+
+def check_candidate_losses_pruned(backend, rng, batch, samples, n_latent, n_categories):
+    """The neighbours' losses with pruning (the CPU's kernels/neighbour_pruning.py): every kept
+    loss against the reference's, every skipped one +inf, and every skipped neighbour losing the
+    perturbed arg max to its sampled value with the reference's loss (the error counts the
+    skipped ones that would not)."""
+    model, params = _small_model(backend, n_latent, n_categories)
+    x = _binary_images(rng, batch, model.shape.pixels)
+    rows, nk = batch * samples, n_latent * n_categories
+    codes = _codes(rng, rows, n_latent, n_categories)
+    logits, gumbel = rng.normal(scale=3, size=(batch, nk)), rng.gumbel(size=(rows, nk))
+    eps = 0.5
+    ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=7,
+                        prune=True)
+    device = [_dev(backend, x), _dev(backend, codes, np.int32)]
+    pruning = Pruning(_dev(backend, logits), _dev(backend, gumbel), _scalar(backend, eps, np.float32),
+                      1.0 / rows)
+
+    def run():
+        out = model.decode_codes(device[1], ws.decoder)
+        model.ops.bce_rows(out, model.params["dec_b2"], device[0], samples, 1.0 / rows, ws.recon,
+                           ws.dout)
+        model.decoder_hidden_grad(ws.decoder, ws.dout)
+        model.candidate_losses(*device, samples, ws.recon, ws.decoder, ws.candidates, ws.losses,
+                               pruning)
+
+    def error():
+        truth = ref.candidate_losses(params, np.repeat(x, samples, axis=0), codes,
+                                     n_categories).reshape(rows, nk)
+        got = backend.to_host(ws.losses).astype(np.float64)
+        kept = np.isfinite(got)
+        values = (np.repeat(logits.astype(np.float32), samples, axis=0).astype(np.float64)
+                  + gumbel.astype(np.float32) - eps * truth).reshape(rows, n_latent, n_categories)
+        sampled = np.take_along_axis(values, codes[..., None], axis=2)
+        could_win = (values >= sampled).reshape(rows, nk)
+        wrong = np.mean((~kept & ((got != np.inf) | could_win)))
+        return max(scaled_error(np.where(kept, got, truth), truth), wrong)
     return Case(run, error)
 
 
@@ -535,7 +576,11 @@ CHECKS = [
     ("finish_step", check_finish_step, FLOAT32_TOLERANCE, [(1, 1), (300, 100)], [(100, 100)]),
     ("candidate_losses", check_candidate_losses, FLOAT32_TOLERANCE,
      [(3, 1, 1, 10), (1, 1, 1, 2), (3, 2, 3, 4), (2, 1, 5, 2)], []),
+    ("candidate_losses_pruned", check_candidate_losses_pruned, FLOAT32_TOLERANCE,
+     [(3, 2, 3, 4), (2, 1, 5, 2), (4, 1, 6, 10)], []),
     ("direct_step", check_direct_step, STEP_TOLERANCE, [(5, 1, 1, 10), (4, 2, 3, 2), (1, 1, 2, 4)], []),
+    ("direct_step_pruned", lambda b, r, *s: check_direct_step(b, r, *s, prune=True),
+     STEP_TOLERANCE, [(4, 2, 3, 2), (5, 1, 6, 10)], [(100, 1, 20, 10)]),
     ("direct_step_two_sided", lambda b, r, *s: check_direct_step(b, r, *s, two_sided=True),
      STEP_TOLERANCE, [(4, 2, 2, 3)], []),
     ("direct_step_kl_backprop", lambda b, r, *s: check_direct_step(b, r, *s, kl_backprop=True),
@@ -559,6 +604,10 @@ CHECKS = [
      STEP_TOLERANCE, [(4, 2, 3)], []),
 ]
 CHECK_NAMES = [name for name, *_ in CHECKS]
+# Checks of what only the CPU does (pruning the neighbours: the host sizes each chunk); a
+# backend without the ops runs none of them.
+CPU_ONLY_CHECKS = {"candidate_losses_pruned": "select_neighbours",
+                   "direct_step_pruned": "select_neighbours"}
 
 
 def _time(backend, case, repeats, warmup=3):
@@ -584,6 +633,8 @@ def run_checks(backend, seed=0, only=None, bench=False, repeats=50):
     results = []
     for op, make_case, tolerance, shapes, bench_shapes in CHECKS:
         if only and op not in only:
+            continue
+        if op in CPU_ONLY_CHECKS and not hasattr(backend.ops, CPU_ONLY_CHECKS[op]):
             continue
         timed = [(shape, True) for shape in bench_shapes] if bench else []
         for shape, timing in [(shape, False) for shape in shapes] + timed:

@@ -92,18 +92,35 @@ class NeighbourArrays:
         hidden     (C, H)   a chunk's neighbour hidden layers
         out        (C, D)   hidden @ dec_w2 (without the bias)
         linear     (C,)     u . hidden, per candidate
+    With pruning (kernels/neighbour_pruning.py; the CPU), else None:
+        ids        (C,) int32  the number of the neighbour in each row of a chunk
+        margin_w   (R, H)   per-row weights of the rounding margin
+        margin_m   (R,) float64   per-row constant of the margin
+        v_z        (R,) float64   the tangent at the sampled code, dhidden . hidden
+    and two host counts over the arrays' life: `decoded` and `skipped` neighbours.
     """
     u: object
     linear_b2: object
     hidden: object
     out: object
     linear: object
+    ids: object = None
+    margin_w: object = None
+    margin_m: object = None
+    v_z: object = None
+    decoded: int = 0
+    skipped: int = 0
 
     @classmethod
-    def allocate(cls, xp, rows, hidden, pixels, chunk):
-        return cls(xp.zeros((rows, hidden), np.float32), xp.zeros(rows, np.float32),
-                   xp.zeros((chunk, hidden), np.float32), xp.zeros((chunk, pixels), np.float32),
-                   xp.zeros(chunk, np.float32))
+    def allocate(cls, xp, rows, hidden, pixels, chunk, prune=False):
+        arrays = cls(xp.zeros((rows, hidden), np.float32), xp.zeros(rows, np.float32),
+                     xp.zeros((chunk, hidden), np.float32), xp.zeros((chunk, pixels), np.float32),
+                     xp.zeros(chunk, np.float32))
+        if prune:
+            arrays.ids = xp.zeros(chunk, np.int32)
+            arrays.margin_w = xp.zeros((rows, hidden), np.float32)
+            arrays.margin_m, arrays.v_z = xp.zeros(rows), xp.zeros(rows)
+        return arrays
 
     @property
     def chunk(self):
@@ -145,14 +162,14 @@ def shared_code_decoder(shape):
     return shape.n_latent == 1 and not shape.is_pairwise
 
 
-def candidate_arrays(xp, shape, batch, samples, chunk):
+def candidate_arrays(xp, shape, batch, samples, chunk, prune=False):
     """The candidate work arrays of the direct estimator for `shape` (AllCodeArrays for N = 1,
-    NeighbourArrays of at most `chunk` rows for N > 1)."""
+    NeighbourArrays of at most `chunk` rows for N > 1, with pruning's arrays if `prune`)."""
     if shape.n_latent == 1:
         return AllCodeArrays.allocate(xp, batch, shape.n_categories, shape.hidden, shape.pixels)
     total = candidate_count(batch * samples, shape.n_latent, shape.n_categories)
     return NeighbourArrays.allocate(xp, batch * samples, shape.hidden, shape.pixels,
-                                    max(1, min(total, chunk)))
+                                    max(1, min(total, chunk)), prune)
 
 
 class TrainWorkspace:
@@ -172,11 +189,12 @@ class TrainWorkspace:
         candidates AllCodeArrays (N = 1: direct and exact) or NeighbourArrays (direct, N > 1)
         dense      MLPArrays   gumbel-softmax: the decoder on relaxed codes (dinputs (R, N*K))
         structured PairwiseArrays  the pairwise model's potentials and arg maxes (direct)
-    Arrays an estimator does not use are None. For the pairwise model the encoder's output and
+    Arrays an estimator does not use are None. `prune`: the direct estimator's N > 1 neighbours
+    get pruning's arrays (NeighbourArrays). For the pairwise model the encoder's output and
     dlogits are (B, 2N + P): unary potentials, then pair pre-activations.
     """
 
-    def __init__(self, xp, shape, estimator, batch, samples=1, candidate_chunk=4096):
+    def __init__(self, xp, shape, estimator, batch, samples=1, candidate_chunk=4096, prune=False):
         rows, nk, h, d = batch * samples, shape.n_codes, shape.hidden, shape.pixels
         self.batch, self.samples = batch, samples
         self.x = xp.zeros((batch, d), np.float32)
@@ -197,7 +215,7 @@ class TrainWorkspace:
             if not shared_codes:
                 self.decoder = CodeDecoderArrays.allocate(xp, rows, h, d)
             self.losses = xp.zeros((rows, nk), np.float32)
-            self.candidates = candidate_arrays(xp, shape, batch, samples, candidate_chunk)
+            self.candidates = candidate_arrays(xp, shape, batch, samples, candidate_chunk, prune)
         elif estimator == "exact":
             self.losses = xp.zeros((batch, nk), np.float32)
             self.candidates = candidate_arrays(xp, shape, batch, 1, candidate_chunk)
