@@ -19,14 +19,17 @@ import numpy as np
 
 
 def step_products(batch, n_latent, n_categories, hidden=300, pixels=784):
-    """[(m, k, n, how many)]: the step's products as (m x k) @ (k x n)."""
+    """[(m, k, n, how many, role)]: the step's products as (m x k) @ (k x n); role "mlps" or
+    "candidates"."""
     nk = n_latent * n_categories
-    products = [(batch, pixels, hidden, 2), (batch, hidden, pixels, 3), (batch, hidden, nk, 3)]
+    products = [(batch, pixels, hidden, 2, "mlps"), (batch, hidden, pixels, 3, "mlps"),
+                (batch, hidden, nk, 3, "mlps")]
     if n_latent > 1:
-        products += [(batch * n_latent * (n_categories - 1), hidden, pixels, 1),
-                     (batch, pixels, hidden, 1)]
+        products += [(batch * n_latent * (n_categories - 1), hidden, pixels, 1, "candidates"),
+                     (batch, pixels, hidden, 1, "candidates")]
     else:
-        products += [(n_categories, hidden, pixels, 1), (batch, pixels, n_categories, 1)]
+        products += [(n_categories, hidden, pixels, 1, "candidates"),
+                     (batch, pixels, n_categories, 1, "candidates")]
     return products
 
 
@@ -47,11 +50,14 @@ def sgemm_rate(m, k, n, seconds=0.2):
     return 2.0 * m * k * n / statistics.median(times)
 
 
-def step_floor(batch, n_latent, n_categories, hidden=300, pixels=784, rates=None):
-    """(floor seconds, flops) of one step; `rates` {(m, k, n): flop/s} caches measurements."""
+def step_floor(batch, n_latent, n_categories, hidden=300, pixels=784, rates=None, role=None):
+    """(floor seconds, flops) of one step (of its products of `role` only, if given); `rates`
+    {(m, k, n): flop/s} caches measurements."""
     rates = {} if rates is None else rates
     seconds = flops = 0.0
-    for m, k, n, count in step_products(batch, n_latent, n_categories, hidden, pixels):
+    for m, k, n, count, kind in step_products(batch, n_latent, n_categories, hidden, pixels):
+        if role is not None and kind != role:
+            continue
         if (m, k, n) not in rates:
             rates[(m, k, n)] = sgemm_rate(m, k, n)
         seconds += count * 2.0 * m * k * n / rates[(m, k, n)]
