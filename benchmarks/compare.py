@@ -5,9 +5,16 @@
     python benchmarks/compare.py figure1 [--epochs 10] [--ks 10 20 30 40 50] [--png figure1.png]
     python benchmarks/compare.py scaling [--threads 2]
 
-speed    ms per training step (median over many steps after warm-up; ours and the peer alternate
-         in blocks, on the same batches, N, K, batch size and seed, with the same thread count),
-         steps per second, peak memory, and the ratio peer / ours.
+speed    ms per training step two ways, each side in its own process, the two alternating, with
+         the same N, K, batch size, seed and thread count:
+         in the loop: whole epochs of --loop-steps steps as a user sees them: ours the epoch time
+           dvae-train prints (Trainer.run_epoch: shuffle, batch gather and binarisation, step, loss
+           bookkeeping; evaluation excluded, no progress bar), the peer's its own training loop
+           (a shuffle per epoch, the batch by fancy indexing, train_step) / steps; --loop-blocks
+           epochs each, median and range;
+         bare: the step alone on the same batches (median over --steps after --warmup);
+         and peak memory, the ratio peer / ours, and both sides' fraction of the step's
+         matrix-product floor (benchmarks/floor.py, at this machine's measured sgemm rates).
 quality  test loss of ours and of the peer after the same epochs on Fashion-MNIST (N=1, K=10),
          over several seeds: mean and standard deviation.
 figure1  the paper's Figure 1 for Fashion-MNIST: test loss against K (N = 1) for the direct
@@ -40,6 +47,8 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from floor import step_floor  # noqa: E402
 
 from dvae_cupy.backend import get_backend  # noqa: E402
 from dvae_cupy.data import load_dataset  # noqa: E402
@@ -129,6 +138,91 @@ def _worker(connection, who, backend_name, n_latent, n_categories, seed, threads
         connection.send(times)
 
 
+def peer_epoch(peer, images, seed, epoch, steps, batch_size):
+    """The peer's own training loop for one epoch of `steps` steps: the published code's
+    shuffled minibatches (here a permutation and NumPy fancy indexing instead of torchvision's
+    DataLoader); returns its seconds."""
+    started = time.perf_counter()
+    order = np.random.default_rng([seed, epoch]).permutation(len(images))
+    for i in range(steps):
+        peer.train_step(images[order[i * batch_size:(i + 1) * batch_size]])
+    return time.perf_counter() - started
+
+
+def our_trainer(backend_name, n_latent, n_categories, seed, batch_size, steps):
+    """dvae-train's Trainer on the first steps * batch_size training images (one epoch = `steps`
+    steps), no run folder; each epoch's seconds (the figure dvae-train prints) are appended to
+    the returned list instead of evaluating. Returns (trainer, seconds list)."""
+    config = TrainConfig(n_latent=n_latent, n_categories=n_categories, seed=seed,
+                         batch_size=batch_size, train_subset=steps * batch_size,
+                         eval_subset=batch_size, backend=backend_name, out=None, progress=False)
+    trainer = Trainer(config, log=lambda *a: None)
+    seconds = []
+
+    def finish_epoch(train_loss, epoch_seconds):  # the epoch's bookkeeping, minus evaluation
+        trainer.guard.check(train_loss, trainer.step)
+        trainer.epoch += 1
+        trainer.step_in_epoch = 0
+        seconds.append(epoch_seconds)
+    trainer.finish_epoch = finish_epoch
+    trainer.train_step.set_state(0, 0, trainer.current_eps())  # as Trainer.run does first
+    return trainer, seconds
+
+
+def _loop_worker(connection, who, backend_name, n_latent, n_categories, seed, threads, batch_size,
+                 steps):
+    """One side of the in-loop race: each command runs one epoch of `steps` steps and answers
+    its seconds per step."""
+    if who == "ours":
+        trainer, seconds = our_trainer(backend_name, n_latent, n_categories, seed, batch_size, steps)
+
+        def epoch(_):
+            trainer.run_epoch()
+            return seconds[-1] / steps
+    else:
+        from torch_peer import TorchPeer
+
+        images, _ = train_images()
+        images = images[:steps * batch_size]
+        peer = TorchPeer(n_latent, n_categories, seed=seed, threads=threads,
+                         device="cuda" if backend_name == "gpu" else "cpu")
+
+        def epoch(index):
+            return peer_epoch(peer, images, seed, index, steps, batch_size) / steps
+    index = 0
+    while connection.recv() != "quit":
+        connection.send(epoch(index))
+        index += 1
+
+
+def loop_race(args, n_latent, n_categories, steps):
+    """{name: per-step seconds of each timed epoch}: ours and the peer in worker processes,
+    alternating whole epochs after one warm-up epoch each."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    for who in ("ours", "peer"):
+        mine, theirs = context.Pipe()
+        process = context.Process(target=_loop_worker, args=(
+            theirs, who, args.backend, n_latent, n_categories, args.seed, args.threads,
+            args.batch_size, steps))
+        process.start()
+        workers[who] = (mine, process)
+    for connection, _ in workers.values():  # warm-up epoch, one side at a time
+        connection.send("run")
+        connection.recv()
+    times = {who: [] for who in workers}
+    for _ in range(args.loop_blocks):
+        for who, (connection, _) in workers.items():
+            connection.send("run")
+            times[who].append(connection.recv())
+    for connection, process in workers.values():
+        connection.send("quit")
+        process.join()
+    return times
+
+
 def race(args, n_latent, n_categories):
     """Ours and the peer, each in a worker process, alternating blocks of steps on the same batch
     sequence; returns {name: (per-step seconds, peak bytes)}."""
@@ -165,20 +259,36 @@ def speed(args):
     import torch
 
     print(f"## Training-step speed: dvae_cupy vs the PyTorch peer ({backend.name}: {machine(backend)}; "
-          f"{args.threads} threads each: BLAS/OpenMP and torch.set_num_threads)\n")
-    print(f"batch {args.batch_size}, direct estimator, median of {args.steps} steps after {args.warmup} "
-          f"warm-up; each side in its own process, alternating in blocks of {args.block} steps on the "
-          f"same batches; torch {torch.__version__}\n")
-    print("| N | K | ours ms/step | peer ms/step | ours steps/s | peer steps/s | ours peak MB | peer peak MB | peer/ours |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{args.threads} threads each: BLAS/OpenMP and torch.set_num_threads; load average "
+          f"{os.getloadavg()[0]:.1f} at the start)\n")
+    print(f"batch {args.batch_size}, direct estimator, each side in its own process; in the loop: "
+          f"{args.loop_blocks} alternating epochs of --loop-steps steps each after one warm-up epoch "
+          f"(median, and the range in brackets); bare: median of {args.steps} steps after "
+          f"{args.warmup} warm-up, alternating in blocks of {args.block} steps on the same batches; "
+          f"floor: the step's matrix products at this machine's sgemm rates (benchmarks/floor.py), "
+          f"and each side's floor / its ms per step; torch {torch.__version__}\n")
+    print("| N | K | floor ms | in loop: ours ms/step | peer ms/step | peer/ours | ours floor fraction "
+          "| peer floor fraction | bare: ours ms/step | peer ms/step | peer/ours | ours floor fraction "
+          "| ours peak MB | peer peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rates = {}
     for pair in args.configs:
         n_latent, n_categories = map(int, pair.split("x"))
+        steps = args.loop_steps or (20 if n_latent > 1 else 100)
+        loop = loop_race(args, n_latent, n_categories, steps)
         results = race(args, n_latent, n_categories)
+        floor_ms = 1e3 * step_floor(args.batch_size, n_latent, n_categories, rates=rates)[0]
         (ours_times, ours_peak), (peer_times, peer_peak) = results["ours"], results["peer"]
         ours_ms, peer_ms = 1e3 * statistics.median(ours_times), 1e3 * statistics.median(peer_times)
-        print(f"| {n_latent} | {n_categories} | {ours_ms:.2f} | {peer_ms:.2f} | {1e3 / ours_ms:.0f} | "
-              f"{1e3 / peer_ms:.0f} | {ours_peak / 2**20:.1f} | {peer_peak / 2**20:.1f} | "
-              f"{peer_ms / ours_ms:.1f}x |", flush=True)
+        ours_loop, peer_loop = (1e3 * statistics.median(loop[w]) for w in ("ours", "peer"))
+
+        def spread(who):
+            return f"[{1e3 * min(loop[who]):.2f}-{1e3 * max(loop[who]):.2f}]"
+        print(f"| {n_latent} | {n_categories} | {floor_ms:.2f} | {ours_loop:.2f} {spread('ours')} | "
+              f"{peer_loop:.2f} {spread('peer')} | {peer_loop / ours_loop:.1f}x | "
+              f"{floor_ms / ours_loop:.0%} | {floor_ms / peer_loop:.0%} | {ours_ms:.2f} | "
+              f"{peer_ms:.2f} | {peer_ms / ours_ms:.1f}x | {floor_ms / ours_ms:.0%} | "
+              f"{ours_peak / 2**20:.1f} | {peer_peak / 2**20:.1f} |", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,12 +309,8 @@ def train_peer(n_categories, epochs, seed, threads):
     images, test = train_images()
     images = images[:50_000]
     peer = TorchPeer(1, n_categories, seed=seed, threads=threads)
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(len(images))
-        for i in range(len(images) // 100):
-            peer.train_step(images[order[i * 100:(i + 1) * 100]])
-    seconds = time.perf_counter() - started
+    seconds = sum(peer_epoch(peer, images, seed, epoch, len(images) // 100, 100)
+                  for epoch in range(epochs))
     return peer.test_loss(test), seconds
 
 
@@ -287,43 +393,19 @@ def plot_figure1(args):
 # ---------------------------------------------------------------------------------------------
 # scaling
 
-def gemm_rate():
-    """This machine's float32 GEMM rate at the candidate product's shape (4096x300 @ 300x784)."""
-    a = np.random.default_rng(0).random((4096, 300), dtype=np.float32)
-    b = np.random.default_rng(1).random((300, 784), dtype=np.float32)
-    out = np.empty((4096, 784), np.float32)
-    for _ in range(3):
-        np.matmul(a, b, out=out)
-    times = []
-    for _ in range(10):
-        started = time.perf_counter()
-        np.matmul(a, b, out=out)
-        times.append(time.perf_counter() - started)
-    return 2 * 4096 * 300 * 784 / statistics.median(times)
-
-
-def step_flops(batch, n, k, hidden=300, pixels=784):
-    """(all matrix-product FLOPs of one direct training step, those of the candidates alone)."""
-    codes = n * k
-    mlps = 2 * batch * pixels * hidden * 2 + 3 * batch * hidden * pixels * 2 + 3 * batch * hidden * codes * 2
-    if n > 1:
-        candidates = batch * n * (k - 1) * hidden * pixels * 2 + batch * pixels * hidden * 2
-    else:
-        candidates = k * hidden * pixels * 2 + batch * k * pixels * 2
-    return mlps + candidates, candidates
-
-
 def scaling(args):
     backend = get_backend("cpu")
-    rate = gemm_rate()
     images, _ = train_images()
-    print(f"## Scaling of our step ({machine(backend)}; {threads_note(args)}); float32 GEMM rate "
-          f"measured at the candidate shape: {rate / 1e9:.0f} GFLOP/s\n")
-    print("floor = FLOPs of the step's matrix products / that rate. The MLPs: encoder forward and "
-          "dW1 (2 x B x D x H x 2), decoder forward, dW2 and dhidden (3 x B x H x D x 2), plus the "
-          "small N*K-wide ones; the candidates: B x N x (K-1) rows x H x D x 2 and x @ W2^T for "
-          "N > 1, K x H x D x 2 + B x K x D x 2 for N = 1. Everything else (Adam, the fused "
-          "kernels) is memory-bound and not in the floor.\n")
+    rates = {}
+    print(f"## Scaling of our step ({machine(backend)}; {threads_note(args)}); float32 sgemm rates "
+          f"measured at each product's shape\n")
+    print("floor = the step's matrix products (benchmarks/floor.py) at this machine's sgemm rate "
+          "at each shape. The MLPs: encoder forward and dW1 (2 x B x D x H x 2), decoder forward, "
+          "dW2 and dhidden (3 x B x H x D x 2), plus the small N*K-wide ones; the candidates: "
+          "B x N x (K-1) rows x H x D x 2 and x @ W2^T for N > 1, K x H x D x 2 + B x K x D x 2 "
+          "for N = 1. Everything else (Adam, the fused kernels) is memory-bound and not in the "
+          "floor; our step does less than these products where it can (N = 1: K decoder rows; "
+          "N > 1: pruned neighbours), so it can run below the floor.\n")
     print("| N | K | N*K | batch | ms/step | floor ms, all products | of which candidates | floor / step |")
     print("|---|---|---|---|---|---|---|---|")
     for pair, batch in [("1x10", 100), ("1x50", 100), ("5x10", 100), ("10x10", 100), ("20x10", 100),
@@ -338,8 +420,8 @@ def scaling(args):
             if i >= 5:
                 times.append(time.perf_counter() - started)
         ms = 1e3 * statistics.median(times)
-        floor, candidates = step_flops(batch, n, k)
-        floor_ms, candidates_ms = 1e3 * floor / rate, 1e3 * candidates / rate
+        floor_ms = 1e3 * step_floor(batch, n, k, rates=rates)[0]
+        candidates_ms = 1e3 * step_floor(batch, n, k, rates=rates, role="candidates")[0]
         print(f"| {n} | {k} | {n * k} | {batch} | {ms:.2f} | {floor_ms:.2f} | {candidates_ms:.2f} | "
               f"{floor_ms / ms:.0%} |", flush=True)
 
@@ -354,6 +436,10 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--block", type=int, default=10)
+    parser.add_argument("--loop-steps", type=int, default=None,
+                        help="speed: steps per timed epoch in the loop (default 100; 20 for N > 1)")
+    parser.add_argument("--loop-blocks", type=int, default=5,
+                        help="speed: timed epochs per side in the loop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])

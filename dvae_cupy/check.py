@@ -28,7 +28,7 @@ from .estimators import (batch_loss, direct_gradients, exact_gradients,
 from .evaluate import eval_seed, marginal_nll, sampled_loss
 from .kernels import rng as cpu_rng
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
-from .model import Model, ModelShape
+from .model import Model, ModelShape, Pruning
 from .workspace import EvalWorkspace, TrainWorkspace
 
 FLOAT32_TOLERANCE = 2e-5     # one float32 op chain against float64, relative to the scale
@@ -172,6 +172,32 @@ def check_bce_rows(backend, rng, batch, samples, pixels):
     return Case(lambda: backend.ops.bce_rows(*args, samples, 0.5, loss, grad), error)
 
 
+def check_sampled_code_grads(backend, rng, batch, samples, n_categories, pixels):
+    """N = 1: dBCE/dlogits of the K codes summed over the rows that sampled each, and the rows'
+    losses read from the (R, K) candidate losses."""
+    rows = batch * samples
+    code_out, bias = rng.normal(scale=4, size=(n_categories, pixels)), rng.normal(size=pixels)
+    x, codes = _binary_images(rng, batch, pixels), _codes(rng, rows, 1, n_categories)
+    losses = rng.uniform(50, 300, size=(rows, n_categories))
+    args = [_dev(backend, a) for a in (code_out, bias, x)] + [_dev(backend, codes, np.int32)]
+    device_losses = _dev(backend, losses)
+    grad, sampled = _dev(backend, np.zeros((n_categories, pixels))), _dev(backend, np.zeros(rows))
+
+    def run():
+        backend.ops.sampled_code_grads(*args, samples, 1.0 / rows, grad)
+        backend.ops.sampled_code_losses(device_losses, args[3], sampled)
+
+    def error():
+        logits = (code_out.astype(np.float32) + bias.astype(np.float32)).astype(np.float64)
+        targets = np.repeat(x, samples, axis=0)
+        truth = ref.onehot(codes, n_categories)[:, 0].T @ (
+            ref.bce_with_logits_grad(logits[codes[:, 0]], targets) / rows)
+        rows_truth = losses.astype(np.float32)[np.arange(rows), codes[:, 0]]
+        return max(scaled_error(backend.to_host(grad), truth),
+                   exact_mismatch(backend.to_host(sampled), rows_truth))
+    return Case(run, error)
+
+
 def check_softplus_row_sums(backend, rng, rows, pixels):
     out, bias = rng.normal(scale=4, size=(rows, pixels)), rng.normal(size=pixels)
     args, sums = (_dev(backend, out), _dev(backend, bias)), _dev(backend, np.zeros(rows))
@@ -309,20 +335,22 @@ def _binary_images(rng, batch, pixels):
 
 
 def check_direct_step(backend, rng, batch, samples, n_latent, n_categories, two_sided=False,
-                      kl_backprop=False, real=False):
+                      kl_backprop=False, real=False, prune=False):
     """A whole direct step; real=True at the paper's H = 300, D = 784 with cache-sized chunks,
-    else on a small model with candidate chunks of 7 rows (so that chunking is exercised)."""
+    else on a small model with candidate chunks of 7 rows (so that chunking is exercised);
+    prune=True skips the neighbours that cannot be z_dir (the CPU's kernels/neighbour_pruning.py)."""
     model_shape, chunk = ({"pixels": 784, "hidden": 300}, 4096) if real else ({}, 7)
     model, params = _small_model(backend, n_latent, n_categories, **model_shape)
     x = _binary_images(rng, batch, model.shape.pixels)
-    ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=chunk)
+    ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=chunk,
+                        prune=prune)
     seed, counter, eps = 11, 5, 0.5
     device_x, result = _dev(backend, x), {}
     scalars = _scalar(backend, counter, np.uint64), _scalar(backend, eps, np.float32)
 
     def run():
         result["arrays"] = direct_gradients(model, ws, device_x, seed, *scalars, samples, two_sided,
-                                            kl_backprop)
+                                            kl_backprop, prune)
 
     def error():
         gumbel = _noise(seed, counter, batch, samples, n_latent, n_categories)
@@ -396,14 +424,54 @@ def check_candidate_losses(backend, rng, batch, samples, n_latent, n_categories)
     device_x, device_codes = _dev(backend, x), _dev(backend, codes, np.int32)
 
     def run():
-        out = model.decode_codes(device_codes, ws.decoder)  # candidates start from its pre-activation
-        model.ops.bce_rows(out, model.params["dec_b2"], device_x, samples, 0.0, ws.recon, ws.dout)
+        if ws.decoder is not None:  # N > 1: candidates start from the sampled code's pre-activation
+            out = model.decode_codes(device_codes, ws.decoder)
+            model.ops.bce_rows(out, model.params["dec_b2"], device_x, samples, 0.0, ws.recon, ws.dout)
         model.candidate_losses(device_x, device_codes, samples, ws.recon, ws.decoder, ws.candidates,
                                ws.losses)
 
     def error():
         truth = ref.candidate_losses(params, np.repeat(x, samples, axis=0), codes, n_categories)
         return scaled_error(backend.to_host(ws.losses), truth.reshape(batch * samples, -1))
+    return Case(run, error)
+
+
+def check_candidate_losses_pruned(backend, rng, batch, samples, n_latent, n_categories):
+    """The neighbours' losses with pruning (the CPU's kernels/neighbour_pruning.py): every kept
+    loss against the reference's, every skipped one +inf, and every skipped neighbour losing the
+    perturbed arg max to its sampled value with the reference's loss (the error counts the
+    skipped ones that would not)."""
+    model, params = _small_model(backend, n_latent, n_categories)
+    x = _binary_images(rng, batch, model.shape.pixels)
+    rows, nk = batch * samples, n_latent * n_categories
+    codes = _codes(rng, rows, n_latent, n_categories)
+    logits, gumbel = rng.normal(scale=3, size=(batch, nk)), rng.gumbel(size=(rows, nk))
+    eps = 0.5
+    ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=7,
+                        prune=True)
+    device = [_dev(backend, x), _dev(backend, codes, np.int32)]
+    pruning = Pruning(_dev(backend, logits), _dev(backend, gumbel), _scalar(backend, eps, np.float32),
+                      1.0 / rows)
+
+    def run():
+        out = model.decode_codes(device[1], ws.decoder)
+        model.ops.bce_rows(out, model.params["dec_b2"], device[0], samples, 1.0 / rows, ws.recon,
+                           ws.dout)
+        model.decoder_hidden_grad(ws.decoder, ws.dout)
+        model.candidate_losses(*device, samples, ws.recon, ws.decoder, ws.candidates, ws.losses,
+                               pruning)
+
+    def error():
+        truth = ref.candidate_losses(params, np.repeat(x, samples, axis=0), codes,
+                                     n_categories).reshape(rows, nk)
+        got = backend.to_host(ws.losses).astype(np.float64)
+        kept = np.isfinite(got)
+        values = (np.repeat(logits.astype(np.float32), samples, axis=0).astype(np.float64)
+                  + gumbel.astype(np.float32) - eps * truth).reshape(rows, n_latent, n_categories)
+        sampled = np.take_along_axis(values, codes[..., None], axis=2)
+        could_win = (values >= sampled).reshape(rows, nk)
+        wrong = np.mean((~kept & ((got != np.inf) | could_win)))
+        return max(scaled_error(np.where(kept, got, truth), truth), wrong)
     return Case(run, error)
 
 
@@ -500,13 +568,19 @@ CHECKS = [
      [(100, 1, 10, 300), (100, 20, 10, 300)]),
     ("adam_update", check_adam_update, FLOAT32_TOLERANCE, [(1, 3), (1000, 3)], [(478_294, 1)]),
     ("bce_rows", check_bce_rows, FLOAT32_TOLERANCE, [(1, 1, 1), (3, 2, 784), (2, 1, 300)], [(100, 1, 784)]),
+    ("sampled_code_grads", check_sampled_code_grads, FLOAT32_TOLERANCE,
+     [(1, 1, 2, 1), (5, 3, 10, 784), (7, 1, 50, 33)], [(100, 1, 10, 784)]),
     ("softplus_row_sums", check_softplus_row_sums, FLOAT32_TOLERANCE, [(1, 5), (4, 784)], [(4096, 784)]),
     ("softmax_kl", check_softmax_kl, FLOAT32_TOLERANCE, [(1, 1, 2), (5, 3, 10), (2, 20, 10)],
      [(100, 1, 10), (100, 20, 10)]),
     ("finish_step", check_finish_step, FLOAT32_TOLERANCE, [(1, 1), (300, 100)], [(100, 100)]),
     ("candidate_losses", check_candidate_losses, FLOAT32_TOLERANCE,
      [(3, 1, 1, 10), (1, 1, 1, 2), (3, 2, 3, 4), (2, 1, 5, 2)], []),
+    ("candidate_losses_pruned", check_candidate_losses_pruned, FLOAT32_TOLERANCE,
+     [(3, 2, 3, 4), (2, 1, 5, 2), (4, 1, 6, 10)], []),
     ("direct_step", check_direct_step, STEP_TOLERANCE, [(5, 1, 1, 10), (4, 2, 3, 2), (1, 1, 2, 4)], []),
+    ("direct_step_pruned", lambda b, r, *s: check_direct_step(b, r, *s, prune=True),
+     STEP_TOLERANCE, [(4, 2, 3, 2), (5, 1, 6, 10)], [(100, 1, 20, 10)]),
     ("direct_step_two_sided", lambda b, r, *s: check_direct_step(b, r, *s, two_sided=True),
      STEP_TOLERANCE, [(4, 2, 2, 3)], []),
     ("direct_step_kl_backprop", lambda b, r, *s: check_direct_step(b, r, *s, kl_backprop=True),
@@ -530,6 +604,10 @@ CHECKS = [
      STEP_TOLERANCE, [(4, 2, 3)], []),
 ]
 CHECK_NAMES = [name for name, *_ in CHECKS]
+# Checks of what only the CPU does (pruning the neighbours: the host sizes each chunk); a
+# backend without the ops runs none of them.
+CPU_ONLY_CHECKS = {"candidate_losses_pruned": "select_neighbours",
+                   "direct_step_pruned": "select_neighbours"}
 
 
 def _time(backend, case, repeats, warmup=3):
@@ -555,6 +633,8 @@ def run_checks(backend, seed=0, only=None, bench=False, repeats=50):
     results = []
     for op, make_case, tolerance, shapes, bench_shapes in CHECKS:
         if only and op not in only:
+            continue
+        if op in CPU_ONLY_CHECKS and not hasattr(backend.ops, CPU_ONLY_CHECKS[op]):
             continue
         timed = [(shape, True) for shape in bench_shapes] if bench else []
         for shape, timing in [(shape, False) for shape in shapes] + timed:

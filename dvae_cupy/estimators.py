@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import categorical_probabilities
+from .model import Pruning, categorical_probabilities
+from .workspace import shared_code_decoder
 
 ESTIMATORS = ("direct", "gumbel-softmax", "exact")
 
@@ -40,20 +41,40 @@ class EstimatorConfig:
         return 1 if self.name == "exact" else self.gumbel_samples
 
 
-def direct_gradients(model, ws, x, seed, counter, eps, samples=1, two_sided=False, kl_backprop=False):
+def direct_gradients(model, ws, x, seed, counter, eps, samples=1, two_sided=False, kl_backprop=False,
+                     prune=False):
     """The paper's estimator: decoder by backprop at z_opt = argmax(h + g); encoder logits by
-    (onehot(z_opt) - onehot(z_dir)) / eps with z_dir = argmax(h + g - eps L) over neighbours."""
+    (onehot(z_opt) - onehot(z_dir)) / eps with z_dir = argmax(h + g - eps L) over neighbours.
+    N = 1: the sampled codes are among the K codes the candidates decode, so the decoder runs on
+    those K rows only, forward and backward (workspace.shared_code_decoder).
+    prune (N > 1, one-sided, the CPU; ws made with prune=True): neighbours that cannot be
+    z_dir(+eps) are not decoded and their losses are +inf (kernels/neighbour_pruning.py); z_dir
+    and every gradient are bit for bit the unpruned ones."""
+    if prune and two_sided:
+        raise ValueError("pruning finds the neighbours that cannot be z_dir(+eps); the two-sided "
+                         "estimator's z_dir(-eps) needs them all: prune=False")
     ops, k = model.ops, model.shape.n_categories
     batch, rows = len(x), len(x) * samples
     logits = model.encode(x, ws.encoder)
     ops.sample_codes(logits, seed, counter, k, samples, False, ws.gumbel, ws.codes)
-    out = model.decode_codes(ws.codes, ws.decoder)
-    ops.bce_rows(out, model.params["dec_b2"], x, samples, 1.0 / rows, ws.recon, ws.dout)
-    model.candidate_losses(x, ws.codes, samples, ws.recon, ws.decoder, ws.candidates, ws.losses)
+    shared = shared_code_decoder(model.shape)
+    if shared:
+        model.all_code_losses(x, ws.candidates, samples, ws.losses)
+        ops.sampled_code_losses(ws.losses, ws.codes, ws.recon)
+    else:
+        out = model.decode_codes(ws.codes, ws.decoder)
+        ops.bce_rows(out, model.params["dec_b2"], x, samples, 1.0 / rows, ws.recon, ws.dout)
+        model.decoder_hidden_grad(ws.decoder, ws.dout)
+        pruning = Pruning(logits, ws.gumbel, eps, 1.0 / rows) if prune else None
+        model.candidate_losses(x, ws.codes, samples, ws.recon, ws.decoder, ws.candidates, ws.losses,
+                               pruning)
     ops.softmax_kl(logits, k, 1.0 / batch if kl_backprop else 0.0, ws.kl, ws.dlogits)
     ops.direct_logit_grad(logits, ws.gumbel, ws.losses, ws.codes, k, samples, eps, 1.0 / batch,
                           two_sided, ws.dlogits)
-    model.decoder_backward_codes(ws.codes, ws.decoder, ws.dout)
+    if shared:
+        model.decoder_backward_sampled_codes(x, ws.codes, samples, 1.0 / rows, ws.candidates)
+    else:
+        model.decoder_backward_codes(ws.codes, ws.decoder, ws.dout)
     model.encoder_backward(x, ws.encoder, ws.dlogits)
     return ws.recon, ws.kl
 
@@ -75,6 +96,7 @@ def structured_direct_gradients(model, ws, x, seed, counter, eps, samples=1, two
     z_opt = model.structured_argmax(st.perturbed, pairwise, samples, ws.codes)
     out = model.decode_codes(z_opt, ws.decoder)
     ops.bce_rows(out, model.params["dec_b2"], x, samples, 1.0 / rows, ws.recon, ws.dout)
+    model.decoder_hidden_grad(ws.decoder, ws.dout)
     model.candidate_losses(x, z_opt, samples, ws.recon, ws.decoder, ws.candidates, ws.losses)
     ops.softmax_kl(unary, 2, 0.0, ws.kl, st.kl_grad)
     ops.shift_unaries(st.perturbed, ws.losses, eps, False, st.shifted)
@@ -135,18 +157,26 @@ def exact_gradients(model, ws, x):
     return expected, ws.kl
 
 
-def estimator_gradients(model, config, ws, x, seed, counter, eps, tau):
-    """Dispatch on the configured estimator; returns (decoder loss per row, KL per image)."""
+def estimator_gradients(model, config, ws, x, seed, counter, eps, tau, prune=False):
+    """Dispatch on the configured estimator; returns (decoder loss per row, KL per image).
+    prune: the direct estimator's pruning of its N > 1 neighbours (direct_gradients)."""
     if config.name == "direct" and model.shape.is_pairwise:
         return structured_direct_gradients(model, ws, x, seed, counter, eps, config.gumbel_samples,
                                            config.two_sided)
     if config.name == "direct":
         return direct_gradients(model, ws, x, seed, counter, eps, config.gumbel_samples,
-                                config.two_sided, config.kl_backprop)
+                                config.two_sided, config.kl_backprop, prune)
     if config.name == "gumbel-softmax":
         return gumbel_softmax_gradients(model, ws, x, seed, counter, tau, config.gumbel_samples,
                                         config.straight_through)
     return exact_gradients(model, ws, x)
+
+
+def can_prune(backend, shape, config):
+    """Whether the direct estimator's neighbours can be pruned here: the CPU (the host sizes each
+    chunk), independent categoricals with N > 1, one-sided."""
+    return (backend.name == "cpu" and config.name == "direct" and not config.two_sided
+            and shape.n_latent > 1 and not shape.is_pairwise)
 
 
 def batch_loss(recon, kl):

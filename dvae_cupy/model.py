@@ -205,12 +205,17 @@ class Model:
         self.xp.matmul(decoder.hidden, p["dec_w2"], out=decoder.out)
         return decoder.out
 
+    def decoder_hidden_grad(self, decoder, dout):
+        """decoder.dhidden = dL/d(hidden) = dout @ dec_w2^T at decode_codes' codes, from dL/d(pixel
+        logits) (R, D): before the candidates, whose pruning uses it (the tangent of the loss)."""
+        self.xp.matmul(dout, self.params["dec_w2"].T, out=decoder.dhidden)
+
     def decoder_backward_codes(self, codes, decoder, dout):
-        """Fills the 4 decoder gradients from dL/d(pixel logits) (R, D) at decode_codes' codes."""
+        """Fills the 4 decoder gradients from dL/d(pixel logits) (R, D) at decode_codes' codes and
+        decoder_hidden_grad's decoder.dhidden."""
         p, g, xp = self.params, self.grads, self.xp
         xp.matmul(decoder.hidden.T, dout, out=g["dec_w2"])
         xp.sum(dout, axis=0, out=g["dec_b2"])
-        xp.matmul(dout, p["dec_w2"].T, out=decoder.dhidden)
         self.ops.scatter_rows_add(decoder.dhidden, decoder.hidden, codes, self.shape.n_categories,
                                   g["dec_w1"], g["dec_b1"])
 
@@ -236,15 +241,24 @@ class Model:
     # Candidate losses of the direct estimator: (R, N*K), column n*K+k = the decoder loss with
     # variable n set to k and the others at the sampled code.
 
-    def candidate_losses(self, x, codes, samples, sampled_losses, decoder, candidates, losses):
+    def candidate_losses(self, x, codes, samples, sampled_losses, decoder, candidates, losses,
+                         pruning=None):
         """Fills `losses` (R, N*K). sampled_losses (R,): the decoder loss at each sampled code,
         also the loss of the neighbour that keeps the sampled value; decoder: decode_codes'
-        arrays at `codes` (N > 1 neighbours start from its pre-activation)."""
+        arrays at `codes` (N > 1 neighbours start from its pre-activation).
+        pruning (N > 1, the CPU): a Pruning; the neighbours that cannot be z_dir(+eps) are not
+        decoded and get +inf (kernels/neighbour_pruning.py). It needs decoder.dhidden
+        (decoder_hidden_grad) and candidates allocated with prune=True."""
         if self.shape.n_latent == 1:
             self.all_code_losses(x, candidates, samples, losses)
+            return losses
+        self._neighbour_linear_parts(x, samples, candidates)
+        if pruning is None:
+            self._neighbour_losses(codes, decoder.pre, candidates, losses)
         else:
-            self._neighbour_losses(x, codes, samples, decoder.pre, candidates, losses)
-            self.ops.store_sampled_losses(sampled_losses, codes, self.shape.n_categories, losses)
+            self._pruned_neighbour_losses(codes, samples, sampled_losses, decoder, candidates,
+                                          losses, pruning)
+        self.ops.store_sampled_losses(sampled_losses, codes, self.shape.n_categories, losses)
         return losses
 
     def all_code_losses(self, x, all_codes, samples, losses):
@@ -258,12 +272,10 @@ class Model:
         self.ops.code_losses(out, p["dec_b2"], all_codes.xo, all_codes.xb2, samples, losses)
         return losses
 
-    def _neighbour_losses(self, x, codes, samples, pre, neighbours, losses):
-        """N > 1: a neighbour's pre-activation is a - W1[n, z_n] + W1[n, k] (O(H)); the x-linear
-        part of its BCE is (W2 x_b) . h' + x_b . b2 (O(H)); only sum softplus(out') needs the
-        H x D product, done in chunks of candidate rows so memory stays bounded. The K-1 values
-        other than the sampled one are the candidates (kernels/candidates.py)."""
-        p, xp, ops, k = self.params, self.xp, self.ops, self.shape.n_categories
+    def _neighbour_linear_parts(self, x, samples, neighbours):
+        """N > 1: the x-linear part of a neighbour's BCE is (W2 x_b) . h' + x_b . b2 (O(H) per
+        neighbour): u = x @ W2^T and x @ b2, one row per sampled code."""
+        p, xp = self.params, self.xp
         u, linear_b2 = neighbours.u, neighbours.linear_b2
         if samples == 1:
             xp.matmul(x, p["dec_w2"].T, out=u)
@@ -271,24 +283,73 @@ class Model:
         else:  # one row per sampled code: x's row repeated M times (temporaries, M > 1 only)
             u[...] = xp.repeat(x @ p["dec_w2"].T, samples, axis=0)
             linear_b2[...] = xp.repeat(x @ p["dec_b2"], samples)
+
+    def _neighbour_losses(self, codes, pre, neighbours, losses):
+        """N > 1: a neighbour's pre-activation is a - W1[n, z_n] + W1[n, k] (O(H)); only sum
+        softplus(out') needs the H x D product, done in chunks of candidate rows so memory stays
+        bounded. The K-1 values other than the sampled one are the candidates
+        (kernels/candidates.py)."""
+        p, xp, ops, k = self.params, self.xp, self.ops, self.shape.n_categories
         total = candidate_count(len(codes), self.shape.n_latent, k)
         chunk = neighbours.chunk
         for start in range(0, total, chunk):
             count = min(chunk, total - start)
             hidden, out, linear = neighbours.hidden[:count], neighbours.out[:count], neighbours.linear[:count]
-            ops.neighbour_hidden(pre, p["dec_w1"], codes, k, u, start, count, hidden, linear)
+            ops.neighbour_hidden(pre, p["dec_w1"], codes, k, neighbours.u, start, count, hidden,
+                                 linear)
             xp.matmul(hidden, p["dec_w2"], out=out)
-            ops.store_candidate_losses(out, p["dec_b2"], linear, linear_b2, codes, k, start, losses)
+            ops.store_candidate_losses(out, p["dec_b2"], linear, neighbours.linear_b2, codes, k,
+                                       start, losses)
+
+    def _pruned_neighbour_losses(self, codes, samples, sampled_losses, decoder, neighbours, losses,
+                                 pruning):
+        """_neighbour_losses without the neighbours that cannot be z_dir(+eps): each chunk is
+        filled with kept neighbours only (select_neighbours), the skipped ones' losses are +inf."""
+        p, xp, ops, k = self.params, self.xp, self.ops, self.shape.n_categories
+        nb = neighbours
+        ops.prune_rows(decoder.hidden, decoder.dhidden, p["dec_w2"], p["dec_b2"],
+                       pruning.grad_scale, nb.margin_w, nb.margin_m, nb.v_z)
+        total = candidate_count(len(codes), self.shape.n_latent, k)
+        start = kept = 0
+        while start < total:
+            count, start = ops.select_neighbours(
+                decoder.pre, p["dec_w1"], codes, k, nb.u, decoder.dhidden, nb.margin_w,
+                nb.margin_m, nb.v_z, sampled_losses, pruning.logits, pruning.gumbel, samples,
+                pruning.eps, pruning.grad_scale, start, nb.hidden, nb.linear, nb.ids, losses)
+            if count:
+                out = nb.out[:count]
+                xp.matmul(nb.hidden[:count], p["dec_w2"], out=out)
+                ops.store_listed_candidate_losses(out, p["dec_b2"], nb.linear[:count],
+                                                  nb.linear_b2, codes, k, nb.ids[:count], losses)
+            kept += count
+        nb.decoded += kept
+        nb.skipped += total - kept
 
     def decoder_backward_all_codes(self, weights, x, all_codes):
         """N = 1, the exact estimator: fills the 4 decoder gradients of sum_b sum_k weights[b, k]
         L(x_b, code k) / B, from all_code_losses' arrays. dL/d out_k = sum_b w_bk (sigmoid(o_k)
         - x_b) / B, with o_k the K codes' logits. Written with array ops (temporaries): the
         exact estimator is the baseline, not the hot path."""
-        xp, p, g = self.xp, self.params, self.grads
+        xp, p = self.xp, self.params
         decoder, batch = all_codes.decoder, len(x)
         sigmoid = pixel_probabilities(xp, decoder.out + p["dec_b2"])
         dout = ((weights.sum(axis=0)[:, None] * sigmoid - weights.T @ x) / batch).astype(np.float32)
+        self._decoder_backward_k_codes(all_codes, dout)
+
+    def decoder_backward_sampled_codes(self, x, codes, samples, grad_scale, all_codes):
+        """N = 1, the direct estimator: fills the 4 decoder gradients of grad_scale * sum_r
+        L(x_{r // M}, codes[r]), from all_code_losses' arrays. Every sampled code is one of the
+        K codes, so dL/d(logits) is summed per code into all_codes.dout (K, D) and the products
+        run on K rows, not on the B*M sampled rows."""
+        self.ops.sampled_code_grads(all_codes.decoder.out, self.params["dec_b2"], x, codes,
+                                    samples, grad_scale, all_codes.dout)
+        self._decoder_backward_k_codes(all_codes, all_codes.dout)
+
+    def _decoder_backward_k_codes(self, all_codes, dout):
+        """The decoder gradients from dL/d(logits) (K, D) of the K codes, at all_code_losses'
+        arrays."""
+        xp, p, g = self.xp, self.params, self.grads
+        decoder = all_codes.decoder
         xp.matmul(decoder.hidden.T, dout, out=g["dec_w2"])
         xp.sum(dout, axis=0, out=g["dec_b2"])
         xp.matmul(dout, p["dec_w2"].T, out=decoder.dhidden)
@@ -304,6 +365,17 @@ class Model:
         1-element int64 array on the backend holding the 1-based step of this update."""
         self.ops.adam_update(self.flat_params, self.flat_grads, self.flat_m, self.flat_v,
                              lr, beta1, beta2, eps, adam_step)
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """What pruning the direct estimator's neighbours needs besides the decoder's arrays: the
+    arg max's inputs (logits (B, N*K), the Gumbel noise (R, N*K), eps float32[1]) and the scale
+    bce_rows applied to the sampled rows' gradient (dhidden's scale)."""
+    logits: object
+    gumbel: object
+    eps: object
+    grad_scale: float
 
 
 def categorical_probabilities(xp, logits):

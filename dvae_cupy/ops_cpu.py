@@ -1,12 +1,15 @@
 """The CPU ops: the kernels' NumPy/@njit twins, imported by name so that a reader (and a tool)
 can follow every `backend.ops.<name>` call to its code. ops_cuda.py lists the same names for the
-CUDA launchers, with the same arguments (tests/test_backend.py checks that the two agree)."""
+CUDA launchers, with the same arguments. The neighbours' pruning (prune_rows, select_neighbours,
+store_listed_candidate_losses) is the CPU's only: the host reads each chunk's size from it
+(kernels/neighbour_pruning.py), and the GPU decodes every neighbour in one chunk."""
 from .kernels.adam import adam_update
 from .kernels.argmax import direct_logit_grad, sample_codes
 from .kernels.batch import gather_targets
 from .kernels.bce import bce_rows, softplus_row_sums
 from .kernels.bias_act import bias_act, relu_backward
 from .kernels.candidates import code_losses, neighbour_hidden, store_candidate_losses, store_sampled_losses
+from .kernels.neighbour_pruning import prune_rows, select_neighbours, store_listed_candidate_losses
 from .kernels.onehot_linear import gather_rows_sum, scatter_rows_add
 from .kernels.pairwise_direct_grad import pairwise_direct_grad
 from .kernels.pairwise_enumeration import enumeration_argmax
@@ -15,6 +18,7 @@ from .kernels.pairwise_potentials import perturb_unaries
 from .kernels.pairwise_potentials import shift_unaries
 from .kernels.pairwise_potentials import split_potentials
 from .kernels.rng import gumbel_noise, philox_bits
+from .kernels.sampled_codes import sampled_code_grads, sampled_code_losses
 from .kernels.softmax_kl import softmax_kl
 from .kernels.step_end import finish_step
 
@@ -22,5 +26,7 @@ __all__ = ["adam_update", "bce_rows", "bias_act", "code_losses", "direct_logit_g
            "finish_step", "gather_rows_sum", "gather_targets", "gumbel_noise", "neighbour_hidden", "enumeration_argmax",
            "mincut_argmax", "pairwise_direct_grad", "perturb_unaries", "shift_unaries",
            "split_potentials",
-           "philox_bits", "relu_backward", "sample_codes", "scatter_rows_add", "softmax_kl",
-           "softplus_row_sums", "store_candidate_losses", "store_sampled_losses"]
+           "philox_bits", "prune_rows", "relu_backward", "sample_codes", "sampled_code_grads",
+           "sampled_code_losses", "scatter_rows_add", "softmax_kl",
+           "select_neighbours", "softplus_row_sums", "store_candidate_losses",
+           "store_listed_candidate_losses", "store_sampled_losses"]

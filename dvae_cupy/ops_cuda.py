@@ -23,6 +23,8 @@ from .kernels.pairwise_potentials import shift_unaries_cuda as shift_unaries
 from .kernels.pairwise_potentials import split_potentials_cuda as split_potentials
 from .kernels.rng import gumbel_noise_cuda as gumbel_noise
 from .kernels.rng import philox_bits_cuda as philox_bits
+from .kernels.sampled_codes import sampled_code_grads_cuda as sampled_code_grads
+from .kernels.sampled_codes import sampled_code_losses_cuda as sampled_code_losses
 from .kernels.softmax_kl import softmax_kl_cuda as softmax_kl
 from .kernels.step_end import finish_step_cuda as finish_step
 
@@ -30,5 +32,6 @@ __all__ = ["adam_update", "bce_rows", "bias_act", "code_losses", "direct_logit_g
            "finish_step", "gather_rows_sum", "gather_targets", "gumbel_noise", "neighbour_hidden", "enumeration_argmax",
            "mincut_argmax", "pairwise_direct_grad", "perturb_unaries", "shift_unaries",
            "split_potentials",
-           "philox_bits", "relu_backward", "sample_codes", "scatter_rows_add", "softmax_kl",
+           "philox_bits", "relu_backward", "sample_codes", "sampled_code_grads",
+           "sampled_code_losses", "scatter_rows_add", "softmax_kl",
            "softplus_row_sums", "store_candidate_losses", "store_sampled_losses"]

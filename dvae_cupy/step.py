@@ -19,7 +19,7 @@ import contextlib
 
 import numpy as np
 
-from .estimators import estimator_gradients
+from .estimators import can_prune, estimator_gradients
 from .workspace import TrainWorkspace, workspace_arrays
 
 CPU_CANDIDATE_CHUNK = 4096        # rows: the (chunk x D) float32 block stays ~12 MB, cache-sized
@@ -41,14 +41,22 @@ def candidate_chunk(backend, shape, rows):
 class TrainStep:
     """A training step of `model` with `estimator_config`, on batches of `batch_size` images."""
 
-    def __init__(self, model, estimator_config, seed, batch_size, lr, chunk=None):
+    def __init__(self, model, estimator_config, seed, batch_size, lr, chunk=None, prune=None):
+        """prune: skip the direct estimator's N > 1 neighbours that cannot be z_dir(+eps)
+        (kernels/neighbour_pruning.py; z_dir is unchanged). None: wherever it can (the CPU,
+        one-sided, N > 1: estimators.can_prune); True where it cannot is an error."""
         xp = model.xp
         self.model, self.config, self.seed, self.lr = model, estimator_config, int(seed), lr
         samples = estimator_config.samples
+        possible = can_prune(model.backend, model.shape, estimator_config)
+        if prune and not possible:
+            raise ValueError("prune needs the cpu backend and the one-sided direct estimator with "
+                             "N > 1 independent categoricals")
+        self.prune = possible if prune is None else bool(prune)
         if chunk is None:
             chunk = candidate_chunk(model.backend, model.shape, batch_size * samples)
         self.workspace = TrainWorkspace(xp, model.shape, estimator_config.name, batch_size,
-                                        samples, chunk)
+                                        samples, chunk, self.prune)
         self.counter = xp.zeros(1, dtype=np.uint64)
         self.adam_step = xp.zeros(1, dtype=np.int64)
         self.eps = xp.ones(1, dtype=np.float32)
@@ -76,7 +84,7 @@ class TrainStep:
         """The step's work on the device, and nothing on the host: what a CUDA graph captures."""
         model, ws = self.model, self.workspace
         recon, kl = estimator_gradients(model, self.config, ws, ws.x, self.seed, self.counter,
-                                        self.eps, self.tau)
+                                        self.eps, self.tau, self.prune)
         model.ops.finish_step(recon, kl, self.loss_sum, self.counter, self.adam_step)
         model.adam_update(self.lr, self.adam_step)
 

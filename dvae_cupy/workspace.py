@@ -61,22 +61,26 @@ class CodeDecoderArrays:
 @dataclass
 class AllCodeArrays:
     """N = 1: every one of the K codes decoded once per step (they are shared by the batch), and
-    the candidate losses L[b, k] = S_k - x_b . out_k as one small GEMM.
+    the candidate losses L[b, k] = S_k - x_b . out_k as one small GEMM. The sampled codes are
+    K codes too, so the decoder's backward runs on these K rows.
         codes    (K, 1) int32   0 .. K-1, the K codes
         decoder  CodeDecoderArrays for the K codes
         xo       (B, K)         x @ out^T
         xb2      (B,)           x @ dec_b2
+        dout     (K, D)         dL/d (the K codes' logits), summed over the rows at each code
     """
     codes: object
     decoder: CodeDecoderArrays
     xo: object
     xb2: object
+    dout: object
 
     @classmethod
     def allocate(cls, xp, batch, n_categories, hidden, pixels):
         return cls(xp.arange(n_categories, dtype=np.int32).reshape(n_categories, 1),
                    CodeDecoderArrays.allocate(xp, n_categories, hidden, pixels),
-                   xp.zeros((batch, n_categories), np.float32), xp.zeros(batch, np.float32))
+                   xp.zeros((batch, n_categories), np.float32), xp.zeros(batch, np.float32),
+                   xp.zeros((n_categories, pixels), np.float32))
 
 
 @dataclass
@@ -88,18 +92,35 @@ class NeighbourArrays:
         hidden     (C, H)   a chunk's neighbour hidden layers
         out        (C, D)   hidden @ dec_w2 (without the bias)
         linear     (C,)     u . hidden, per candidate
+    With pruning (kernels/neighbour_pruning.py; the CPU), else None:
+        ids        (C,) int32  the number of the neighbour in each row of a chunk
+        margin_w   (R, H)   per-row weights of the rounding margin
+        margin_m   (R,) float64   per-row constant of the margin
+        v_z        (R,) float64   the tangent at the sampled code, dhidden . hidden
+    and two host counts over the arrays' life: `decoded` and `skipped` neighbours.
     """
     u: object
     linear_b2: object
     hidden: object
     out: object
     linear: object
+    ids: object = None
+    margin_w: object = None
+    margin_m: object = None
+    v_z: object = None
+    decoded: int = 0
+    skipped: int = 0
 
     @classmethod
-    def allocate(cls, xp, rows, hidden, pixels, chunk):
-        return cls(xp.zeros((rows, hidden), np.float32), xp.zeros(rows, np.float32),
-                   xp.zeros((chunk, hidden), np.float32), xp.zeros((chunk, pixels), np.float32),
-                   xp.zeros(chunk, np.float32))
+    def allocate(cls, xp, rows, hidden, pixels, chunk, prune=False):
+        arrays = cls(xp.zeros((rows, hidden), np.float32), xp.zeros(rows, np.float32),
+                     xp.zeros((chunk, hidden), np.float32), xp.zeros((chunk, pixels), np.float32),
+                     xp.zeros(chunk, np.float32))
+        if prune:
+            arrays.ids = xp.zeros(chunk, np.int32)
+            arrays.margin_w = xp.zeros((rows, hidden), np.float32)
+            arrays.margin_m, arrays.v_z = xp.zeros(rows), xp.zeros(rows)
+        return arrays
 
     @property
     def chunk(self):
@@ -135,14 +156,20 @@ class PairwiseArrays:
                    xp.zeros((rows, shape.n_latent), np.int32))
 
 
-def candidate_arrays(xp, shape, batch, samples, chunk):
+def shared_code_decoder(shape):
+    """True where the direct estimator decodes only the K codes (N = 1, independent categoricals):
+    the sampled codes are among them, so no sampled row is decoded on its own."""
+    return shape.n_latent == 1 and not shape.is_pairwise
+
+
+def candidate_arrays(xp, shape, batch, samples, chunk, prune=False):
     """The candidate work arrays of the direct estimator for `shape` (AllCodeArrays for N = 1,
-    NeighbourArrays of at most `chunk` rows for N > 1)."""
+    NeighbourArrays of at most `chunk` rows for N > 1, with pruning's arrays if `prune`)."""
     if shape.n_latent == 1:
         return AllCodeArrays.allocate(xp, batch, shape.n_categories, shape.hidden, shape.pixels)
     total = candidate_count(batch * samples, shape.n_latent, shape.n_categories)
     return NeighbourArrays.allocate(xp, batch * samples, shape.hidden, shape.pixels,
-                                    max(1, min(total, chunk)))
+                                    max(1, min(total, chunk)), prune)
 
 
 class TrainWorkspace:
@@ -154,18 +181,20 @@ class TrainWorkspace:
         kl         (B,)        KL(q(z|x) || uniform) per image
         gumbel     (R, N*K)    the step's Gumbel noise
         codes      (R, N) int32  the sampled codes z_opt (direct) or hard codes (straight-through)
-        decoder    CodeDecoderArrays at `codes` (direct)
+        decoder    CodeDecoderArrays at `codes` (direct, N > 1: with N = 1 the K codes'
+                               decoder in `candidates` serves the sampled codes too)
         recon      (R,)        the decoder loss per sampled row
-        dout       (R, D)      dL/d (decoder logits)
+        dout       (R, D)      dL/d (decoder logits) (not for the direct estimator at N = 1)
         losses     (R, N*K)    direct: the candidate losses L[r, n*K + k]; exact: (B, K)
         candidates AllCodeArrays (N = 1: direct and exact) or NeighbourArrays (direct, N > 1)
         dense      MLPArrays   gumbel-softmax: the decoder on relaxed codes (dinputs (R, N*K))
         structured PairwiseArrays  the pairwise model's potentials and arg maxes (direct)
-    Arrays an estimator does not use are None. For the pairwise model the encoder's output and
+    Arrays an estimator does not use are None. `prune`: the direct estimator's N > 1 neighbours
+    get pruning's arrays (NeighbourArrays). For the pairwise model the encoder's output and
     dlogits are (B, 2N + P): unary potentials, then pair pre-activations.
     """
 
-    def __init__(self, xp, shape, estimator, batch, samples=1, candidate_chunk=4096):
+    def __init__(self, xp, shape, estimator, batch, samples=1, candidate_chunk=4096, prune=False):
         rows, nk, h, d = batch * samples, shape.n_codes, shape.hidden, shape.pixels
         self.batch, self.samples = batch, samples
         self.x = xp.zeros((batch, d), np.float32)
@@ -175,15 +204,18 @@ class TrainWorkspace:
         self.gumbel = self.codes = self.decoder = self.recon = self.dout = None
         self.losses = self.candidates = self.dense = None
         self.structured = PairwiseArrays.allocate(xp, shape, batch, samples) if shape.is_pairwise else None
+        shared_codes = estimator == "direct" and shared_code_decoder(shape)
         if estimator in ("direct", "gumbel-softmax"):
             self.gumbel = xp.zeros((rows, nk), np.float32)
             self.recon = xp.zeros(rows, np.float32)
-            self.dout = xp.zeros((rows, d), np.float32)
+            if not shared_codes:
+                self.dout = xp.zeros((rows, d), np.float32)
         if estimator == "direct":
             self.codes = xp.zeros((rows, shape.n_latent), np.int32)
-            self.decoder = CodeDecoderArrays.allocate(xp, rows, h, d)
+            if not shared_codes:
+                self.decoder = CodeDecoderArrays.allocate(xp, rows, h, d)
             self.losses = xp.zeros((rows, nk), np.float32)
-            self.candidates = candidate_arrays(xp, shape, batch, samples, candidate_chunk)
+            self.candidates = candidate_arrays(xp, shape, batch, samples, candidate_chunk, prune)
         elif estimator == "exact":
             self.losses = xp.zeros((batch, nk), np.float32)
             self.candidates = candidate_arrays(xp, shape, batch, 1, candidate_chunk)

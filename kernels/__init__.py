@@ -13,6 +13,8 @@ Adam's step, eps) are always 1-element arrays read inside the kernels.
   softmax_kl     softmax_kl                           (KL(q || uniform) and its gradient)
   candidates     code_losses, neighbour_hidden, store_candidate_losses, store_sampled_losses
                                                       (the direct estimator's candidate losses)
+  sampled_codes  sampled_code_losses, sampled_code_grads  (N = 1: the decoder at the sampled
+                                                      codes, from the K codes' decoder)
   batch          gather_targets                       (the training batch and its targets)
   step_end       finish_step                          (loss sum and counters of a step)
 Helpers, no ops: _cuda (launch plumbing), _checks (argument checks), _reduce (block sum),

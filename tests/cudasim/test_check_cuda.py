@@ -11,7 +11,8 @@ SIMULATED_GPU = cuda_backend(np)
 
 # direct_step_real runs the paper's H = 300, D = 784: ~50 s of simulated threads for what the
 # small-model rows already cover; it runs on the CPU (tests/test_check.py) and on a real GPU.
-SIMULATED = [name for name in check.CHECK_NAMES if name != "direct_step_real"]
+SIMULATED = [name for name in check.CHECK_NAMES
+             if name != "direct_step_real" and name not in check.CPU_ONLY_CHECKS]
 
 
 @pytest.mark.parametrize("op", SIMULATED)
