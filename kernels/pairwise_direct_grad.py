@@ -121,17 +121,17 @@ def pairwise_direct_grad_loop(enc_out, codes_base, codes_plus, eps, grad_scale, 
         for i in range(N):
             for k in range(2):
                 count = 0
-                for m in range(M):
-                    r = b * M + m
-                    count += (1 if codes_base[r, i] == k else 0) - (1 if codes_plus[r, i] == k else 0)
+                for r in range(b * M, (b + 1) * M):
+                    count += (1 if codes_base[r, i] == k else 0) - \
+                        (1 if codes_plus[r, i] == k else 0)
                 grad[b, 2 * i + k] = unary_grad_value(count, weight)
         c = 2 * N
         for i in range(N):
             for j in range(i + 1, N):
                 count = 0
-                for m in range(M):
-                    r = b * M + m
-                    count += codes_base[r, i] * codes_base[r, j] - codes_plus[r, i] * codes_plus[r, j]
+                for r in range(b * M, (b + 1) * M):
+                    count += codes_base[r, i] * codes_base[r, j] - \
+                        codes_plus[r, i] * codes_plus[r, j]
                 grad[b, c] = pair_grad_value(count, weight, attractive, enc_out[b, c])
                 c += 1
 
