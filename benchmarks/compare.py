@@ -454,8 +454,10 @@ def structured_scaling(args):
           f"structured-speed races) and the peak memory of a step (ours: tracemalloc peak of one "
           f"step + the model's and the step's arrays, as bench_step.py; peer: torch's allocator "
           f"peak in one step).\n")
-    head = " | ".join(f"{SIDE_LABELS[s].split(' (')[0]} ms/step" for s in sides)
-    mems = " | ".join(f"{s.split('-')[-1]} peak MB" for s in sides)
+    short = {"pairwise-attractive": "attractive", "pairwise-signed": "signed",
+             "peer-structured": "peer"}
+    head = " | ".join(f"{short[s]} ms/step" for s in sides)
+    mems = " | ".join(f"{short[s]} peak MB" for s in sides)
     print(f"| N | min-cut ms/batch | enumeration ms/batch | {head} | peer / attractive | "
           f"peer / signed | {mems} |")
     print("|---" * (5 + 2 * len(sides)) + "|")
