@@ -4,6 +4,9 @@
     python benchmarks/compare.py quality [--epochs 10] [--seeds 0 1 2]
     python benchmarks/compare.py figure1 [--epochs 10] [--ks 10 20 30 40 50] [--png figure1.png]
     python benchmarks/compare.py scaling [--threads 2]
+    python benchmarks/compare.py structured-speed   [--threads 2] [--sizes 15]
+    python benchmarks/compare.py structured-scaling [--threads 2] [--sizes 5 8 10 12 15 18 20]
+    python benchmarks/compare.py structured-quality [--epochs 30] [--seeds 0 1 2]
 
 speed    ms per training step two ways, each side in its own process, the two alternating, with
          the same N, K, batch size, seed and thread count:
@@ -21,6 +24,15 @@ figure1  the paper's Figure 1 for Fashion-MNIST: test loss against K (N = 1) for
          estimator and for straight-through Gumbel-softmax, the same epochs each; a table and a PNG.
 scaling  our ms per step against N*K and batch size, beside the arithmetic floor: the FLOPs of the
          candidate products over this machine's measured float32 GEMM rate.
+structured-speed    the pairwise binary model (N binary variables, K = 2): ms per training step
+         of ours (attractive: min-cut; signed: enumeration) against the published structured
+         algorithm (torch_peer_structured.py: PyMaxflow per sample), raced as `speed` races,
+         on the same batches; peak memory of a step; the ratio peer / ours.
+structured-scaling  the same race at each N, beside the ms per batch of our two CPU solvers
+         alone (bench_structured.py's potentials); fewer steps per N suit it (--steps 20).
+structured-quality  test loss on Fashion-MNIST after the same epochs of the pairwise model
+         (attractive) and of the unstructured N x 2 model, both ours, direct estimator,
+         default options otherwise, several seeds: per-epoch curves, mean and spread.
 Every table names the machine. Needs the `bench` extra (torch; matplotlib for the PNG).
 """
 import argparse
@@ -86,9 +98,11 @@ def train_images():
 # speed
 
 class OurStepper:
-    def __init__(self, backend, n_latent, n_categories, seed, batch_size=100):
+    def __init__(self, backend, n_latent, n_categories, seed, batch_size=100,
+                 structure="categorical", pairwise="attractive"):
         self.backend = backend
-        self.model = Model(ModelShape(n_latent, n_categories), backend, seed=seed)
+        shape = ModelShape(n_latent, n_categories, structure=structure, pairwise=pairwise)
+        self.model = Model(shape, backend, seed=seed)
         self.step = TrainStep(self.model, EstimatorConfig("direct"), seed, batch_size, 1e-3)
         self.step.set_state(0, 0, 1.0)
 
@@ -107,22 +121,40 @@ class OurStepper:
         return peak + self.model.nbytes() + self.step.nbytes()  # persistent arrays, made before tracing
 
 
+# The sides a race can run: ours with a model shape, or a peer (the published algorithm).
+OUR_SIDES = {"ours": {}, "pairwise-attractive": {"structure": "pairwise", "pairwise": "attractive"},
+             "pairwise-signed": {"structure": "pairwise", "pairwise": "signed"}}
+PEER_SIDES = ("peer", "peer-structured")
+SIDES = tuple(OUR_SIDES) + PEER_SIDES
+
+
+def _make_side(who, backend_name, n_latent, n_categories, seed, threads, batch_size):
+    """(step function on one batch, peak-bytes function, batch converter) of one side."""
+    if who in OUR_SIDES:
+        backend = get_backend(backend_name)
+        stepper = OurStepper(backend, n_latent, n_categories, seed, batch_size, **OUR_SIDES[who])
+        return stepper, stepper.peak_bytes, backend.asarray
+    device = "cuda" if backend_name == "gpu" else "cpu"  # the same device as ours
+    if who == "peer":
+        from torch_peer import TorchPeer
+
+        peer = TorchPeer(n_latent, n_categories, seed=seed, threads=threads, device=device)
+    elif who == "peer-structured":
+        from torch_peer_structured import TorchPeerStructured
+
+        peer = TorchPeerStructured(n_latent, seed=seed, threads=threads, device=device)
+    else:
+        raise ValueError(f"unknown side {who!r}: one of {SIDES}")
+    return peer.train_step, peer.peak_memory_bytes, lambda batch: batch
+
+
 def _worker(connection, who, backend_name, n_latent, n_categories, seed, threads, batch_size):
     """One side of the race in its own process, so that neither side's idle BLAS/OpenMP threads
     (which spin for a while after each call) steal the cores from the other."""
     images, _ = train_images()
-    batches = [images[i * batch_size:(i + 1) * batch_size] for i in range(100)]
-    if who == "ours":
-        backend = get_backend(backend_name)
-        stepper = OurStepper(backend, n_latent, n_categories, seed, batch_size)
-        batches = [backend.asarray(b) for b in batches]
-        peak = stepper.peak_bytes
-    else:
-        from torch_peer import TorchPeer
-
-        peer = TorchPeer(n_latent, n_categories, seed=seed, threads=threads,
-                         device="cuda" if backend_name == "gpu" else "cpu")  # the same device as ours
-        stepper, peak = peer.train_step, peer.peak_memory_bytes
+    stepper, peak, convert = _make_side(who, backend_name, n_latent, n_categories, seed, threads,
+                                        batch_size)
+    batches = [convert(images[i * batch_size:(i + 1) * batch_size]) for i in range(100)]
     while True:
         command, start, stop = connection.recv()
         if command == "quit":
@@ -223,14 +255,14 @@ def loop_race(args, n_latent, n_categories, steps):
     return times
 
 
-def race(args, n_latent, n_categories):
-    """Ours and the peer, each in a worker process, alternating blocks of steps on the same batch
-    sequence; returns {name: (per-step seconds, peak bytes)}."""
+def race(args, n_latent, n_categories, sides=("ours", "peer")):
+    """Each side (ours and the peer by default) in a worker process, alternating blocks of steps
+    on the same batch sequence; returns {side: (per-step seconds, peak bytes)}."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     workers = {}
-    for who in ("ours", "peer"):
+    for who in sides:
         mine, theirs = context.Pipe()
         process = context.Process(target=_worker, args=(theirs, who, args.backend, n_latent, n_categories,
                                                         args.seed, args.threads, args.batch_size))
@@ -426,9 +458,180 @@ def scaling(args):
               f"{floor_ms / ms:.0%} |", flush=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# structured latents: the pairwise binary model against the published structured algorithm
+
+STRUCTURED_SIDES = ("pairwise-attractive", "pairwise-signed", "peer-structured")
+SIDE_LABELS = {"pairwise-attractive": "ours, pairwise attractive (min-cut)",
+               "pairwise-signed": "ours, pairwise signed (enumeration)",
+               "peer-structured": "peer, published structured (PyMaxflow per sample)",
+               "ours": "ours, unstructured N x 2", "peer": "peer, published unstructured N x 2"}
+
+
+def _percentile_ms(times, q):
+    return 1e3 * float(np.percentile(times, q))
+
+
+def _peer_of(side):
+    """The peer a side's ratio is taken against: the unstructured one for the N x 2 model."""
+    return "peer" if side in ("ours", "peer") else "peer-structured"
+
+
+def _load():
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def structured_speed(args):
+    backend = get_backend(args.backend)
+    import torch
+
+    print(f"## Training-step speed, the pairwise binary model: dvae_cupy vs the published "
+          f"structured algorithm ({backend.name}: {machine(backend)}; {threads_note(args)})\n")
+    print(f"batch {args.batch_size}, K = 2, direct estimator, median of {args.steps} steps after "
+          f"{args.warmup} warm-up; each side in its own process, alternating in blocks of "
+          f"{args.block} steps on the same Fashion-MNIST batches; torch {torch.__version__}; "
+          f"load average at start {_load()}\n")
+    print("| N | side | ms/step | p10 - p90 | steps/s | peak MB | peer / this |")
+    print("|---|---|---|---|---|---|---|")
+    for n_latent in args.sizes:
+        results = race(args, n_latent, 2, sides=args.sides)
+        medians = {who: 1e3 * statistics.median(times) for who, (times, _) in results.items()}
+        for who, (times, peak) in results.items():
+            peer = medians.get(_peer_of(who))
+            ratio = f"{peer / medians[who]:.1f}x" if peer is not None else "-"
+            print(f"| {n_latent} | {SIDE_LABELS[who]} | {medians[who]:.2f} | "
+                  f"{_percentile_ms(times, 10):.1f} - {_percentile_ms(times, 90):.1f} | "
+                  f"{1e3 / medians[who]:.0f} | {peak / 2**20:.1f} | {ratio} |", flush=True)
+    print(f"\nload average at the end {_load()}")
+
+
+def solver_ms(n_latent, batch, repeats):
+    """{(solver, solve): ms per batch} of our two CPU solvers alone, on bench_structured.py's
+    training-like potentials (z_opt: perturbed unaries; z_dir: shifted by eps L)."""
+    from bench_structured import batch_potentials, median_ms
+    from dvae_cupy.kernels import pairwise_enumeration, pairwise_mincut
+
+    rng = np.random.default_rng(n_latent)
+    times = {}
+    for shifted, solve in ((False, "z_opt"), (True, "z_dir")):
+        unary, pairwise = batch_potentials(rng, batch, n_latent, shifted)
+        codes = np.empty((batch, n_latent), np.int32)
+        for name, solver in (("min-cut", pairwise_mincut.mincut_argmax),
+                             ("enumeration", pairwise_enumeration.enumeration_argmax)):
+            times[name, solve] = median_ms(solver, unary, pairwise, codes, repeats)
+    return times
+
+
+def structured_scaling(args):
+    backend = get_backend("cpu")
+    sides = [s for s in STRUCTURED_SIDES if s in args.sides]
+    print(f"## Scaling of the pairwise model against N ({machine(backend)}; {threads_note(args)}; "
+          f"load average at start {_load()})\n")
+    print(f"Solvers: our CPU kernels alone, ms per batch of {args.batch_size} rows (median of 5 "
+          f"calls), z_opt / z_dir potentials as bench_structured.py draws them. Steps: ms per "
+          f"training step (median of {args.steps} after {args.warmup} warm-up, raced as "
+          f"structured-speed races) and the peak memory of a step (ours: tracemalloc peak of one "
+          f"step + the model's and the step's arrays, as bench_step.py; peer: torch's allocator "
+          f"peak in one step).\n")
+    short = {"pairwise-attractive": "attractive", "pairwise-signed": "signed",
+             "peer-structured": "peer"}
+    head = " | ".join(f"{short[s]} ms/step" for s in sides)
+    mems = " | ".join(f"{short[s]} peak MB" for s in sides)
+    print(f"| N | min-cut ms/batch | enumeration ms/batch | {head} | peer / attractive | "
+          f"peer / signed | {mems} |")
+    print("|---" * (5 + 2 * len(sides)) + "|")
+    for n_latent in args.sizes:
+        solvers = solver_ms(n_latent, args.batch_size, 5)
+        results = race(args, n_latent, 2, sides=sides)
+        medians = {who: 1e3 * statistics.median(times) for who, (times, _) in results.items()}
+        peer = medians.get("peer-structured")
+        ratios = [f"{peer / medians[s]:.1f}x" if peer and s in medians else "-"
+                  for s in ("pairwise-attractive", "pairwise-signed")]
+        steps = " | ".join(f"{medians[s]:.2f}" for s in sides)
+        peaks = " | ".join(f"{results[s][1] / 2**20:.1f}" for s in sides)
+        mincut, enumeration = (f"{solvers[name, 'z_opt']:.2f} / {solvers[name, 'z_dir']:.2f}"
+                               for name in ("min-cut", "enumeration"))
+        print(f"| {n_latent} | {mincut} | {enumeration} | {steps} | {ratios[0]} | {ratios[1]} | "
+              f"{peaks} |", flush=True)
+    print(f"\nload average at the end {_load()}")
+
+
+def train_structured(side, n_latent, epochs, seed, backend, reuse):
+    """Our model of `side` ("pairwise-attractive", "pairwise-signed" or "ours": N x 2
+    categorical) trained with the defaults otherwise; returns its per-epoch metrics. With
+    `reuse`, a run folder that already holds `epochs` epochs of metrics is read, not retrained."""
+    import json
+    import shutil
+
+    shape = OUR_SIDES[side]
+    out = os.path.join("runs", "bench", f"structured-{side}-N{n_latent}-e{epochs}-s{seed}")
+    metrics_file = os.path.join(out, "metrics.jsonl")
+    if reuse and os.path.exists(metrics_file):
+        with open(metrics_file) as f:
+            metrics = [json.loads(line) for line in f if line.strip()]
+        if len(metrics) == epochs:
+            return metrics, out
+    config = TrainConfig(n_latent=n_latent, n_categories=2, epochs=epochs, seed=seed,
+                         backend=backend, progress=False, out=out,
+                         latent_structure=shape.get("structure", "categorical"),
+                         pairwise=shape.get("pairwise", "attractive"))
+    shutil.rmtree(out, ignore_errors=True)
+    return Trainer(config, log=lambda *a: None).run(), out
+
+
+def structured_quality(args):
+    import json
+    import shutil
+
+    backend = get_backend(args.backend)
+    print(f"## Quality on Fashion-MNIST: the pairwise model against the unstructured N x 2 model "
+          f"(N = {args.sizes[0]}, both ours, direct estimator, default options otherwise; "
+          f"{args.epochs} epochs of 500 steps; seeds {args.seeds}; test loss = BCE at the arg max "
+          f"of one Gumbel draw + unary KL, per image, on the 10k test images; {machine(backend)}; "
+          f"{threads_note(args)})\n", flush=True)
+    n_latent, runs = args.sizes[0], {side: [] for side in args.models}
+    for seed in args.seeds:
+        for side in args.models:
+            metrics, out = train_structured(side, n_latent, args.epochs, seed, args.backend,
+                                            args.reuse)
+            runs[side].append(metrics)
+            curve = [m["test_loss"] for m in metrics]
+            print(f"seed {seed}: {SIDE_LABELS[side]}: test loss {curve[0]:.2f} after epoch 1 -> "
+                  f"{curve[-1]:.2f} after {len(curve)} ({sum(m['seconds'] for m in metrics):.0f} s "
+                  f"training, {out})", flush=True)
+            if args.heatmap and side.startswith("pairwise") and seed == args.seeds[0]:
+                shutil.copyfile(os.path.join(out, "pairwise.png"), args.heatmap)
+    with open(args.json, "w") as f:
+        json.dump({"n_latent": n_latent, "epochs": args.epochs, "seeds": args.seeds,
+                   "machine": machine(backend), "threads": args.threads,
+                   "test_loss": {side: [[m["test_loss"] for m in run] for run in metrics]
+                                 for side, metrics in runs.items()}}, f)
+    shown = sorted({e for e in (1, 5, 10, 20, 30, args.epochs) if e <= args.epochs})
+    print(f"\n| model | test loss after {args.epochs} epochs, mean | std | per seed | "
+          + " | ".join(f"mean after {e}" for e in shown) + " | training s, mean |")
+    print("|---" * (5 + len(shown)) + "|")
+    for side, metrics in runs.items():
+        curves = np.array([[m["test_loss"] for m in run] for run in metrics])
+        final = curves[:, -1]
+        spread = final.std(ddof=1) if len(final) > 1 else 0.0
+        seconds = np.mean([sum(m["seconds"] for m in run) for run in metrics])
+        print(f"| {SIDE_LABELS[side]} | {final.mean():.2f} | {spread:.2f} | "
+              f"{', '.join(f'{v:.2f}' for v in final)} | "
+              + " | ".join(f"{curves[:, e - 1].mean():.2f}" for e in shown) + f" | {seconds:.0f} |")
+    if len(args.models) == 2:
+        a, b = (np.array([run[-1]["test_loss"] for run in runs[s]]) for s in args.models)
+        if len(a) == len(b):
+            d = a - b
+            spread = d.std(ddof=1) if len(d) > 1 else 0.0
+            print(f"\n{args.models[0]} - {args.models[1]}, paired by seed: mean {d.mean():.2f}, "
+                  f"std {spread:.2f}, per seed {', '.join(f'{v:.2f}' for v in d)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("speed", "quality", "figure1", "plot", "scaling"))
+    parser.add_argument("what", choices=("speed", "quality", "figure1", "plot", "scaling",
+                                         "structured-speed", "structured-scaling",
+                                         "structured-quality"))
     parser.add_argument("--backend", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--configs", nargs="*", default=["1x10", "1x50", "20x10"])
@@ -441,13 +644,34 @@ def main():
     parser.add_argument("--loop-blocks", type=int, default=5,
                         help="speed: timed epochs per side in the loop")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="quality, figure1: 10; structured-quality: 30 (the paper's)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--ks", type=int, nargs="*", default=[10, 20, 30, 40, 50])
     parser.add_argument("--png", default="benchmarks/figure1.png")
+    parser.add_argument("--sizes", type=int, nargs="*", default=None,
+                        help="structured-*: N values (default 15; structured-scaling: 5 8 10 "
+                             "12 15 18 20)")
+    parser.add_argument("--sides", nargs="*", choices=SIDES, default=list(STRUCTURED_SIDES),
+                        help="structured-speed/-scaling: the sides raced")
+    parser.add_argument("--models", nargs="*", choices=tuple(OUR_SIDES),
+                        default=["pairwise-attractive", "ours"],
+                        help="structured-quality: our models trained (ours = unstructured N x 2)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="structured-quality: read the run folders that already hold "
+                             "--epochs epochs instead of training them again")
+    parser.add_argument("--json", default="benchmarks/structured_quality.json")
+    parser.add_argument("--heatmap", default=None,
+                        help="structured-quality: copy the first seed's pairwise.png here")
     args = parser.parse_args()
-    {"speed": speed, "quality": quality, "figure1": figure1, "plot": plot_figure1,
-     "scaling": scaling}[args.what](args)
+    if args.sizes is None:
+        args.sizes = [5, 8, 10, 12, 15, 18, 20] if args.what == "structured-scaling" else [15]
+    if args.epochs is None:
+        args.epochs = 30 if args.what == "structured-quality" else 10
+    commands = {"speed": speed, "quality": quality, "figure1": figure1, "plot": plot_figure1,
+                "scaling": scaling, "structured-speed": structured_speed,
+                "structured-scaling": structured_scaling, "structured-quality": structured_quality}
+    commands[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""Where a structured (or any) TrainStep's time goes, op by op, on the CPU (not a test); the
+unstructured step inside the real loop is benchmarks/profile_step.py's.
+
+    python benchmarks/profile_structured.py [--threads 2] [-N 15] [-K 2] [--structure pairwise]
+                                      [--pairwise attractive|signed] [--steps 100] [--warmup 10]
+
+Runs TrainSteps on the embedded Fashion-MNIST (batch 100, direct estimator) on a backend whose
+ops and matrix products time each call, the way dvae_cupy/launches.py counts them: every
+`backend.ops.<name>` call and every `xp.matmul` (named by its operand shapes) is one row, with
+its calls per step, median and minimum ms per call, and ms per step (the sum over the timed
+steps / steps). What no row covers (Python between the calls, the array functions that are not
+timed) is the "rest" row. The median is what a step pays on a machine that other work shares;
+the minimum is what the op costs when it has the cores to itself.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_step import machine_name  # noqa: E402
+
+
+class Timing:
+    """A namespace (xp or ops) whose callables log (name, seconds) into `log`; matmul calls
+    are named by their operand shapes. Everything else passes through."""
+
+    def __init__(self, namespace, log, names=None):
+        self._namespace, self._log, self._names = namespace, log, names
+
+    def __getattr__(self, name):
+        target = getattr(self._namespace, name)
+        if not callable(target) or (self._names is not None and name not in self._names):
+            return target
+
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            result = target(*args, **kwargs)
+            label = name
+            if name == "matmul":
+                label = f"matmul {tuple(args[0].shape)} @ {tuple(args[1].shape)}"
+            self._log.append((label, time.perf_counter() - started))
+            return result
+        return call
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latent-vars", "-N", type=int, default=15)
+    parser.add_argument("--categories", "-K", type=int, default=2)
+    parser.add_argument("--structure", default="pairwise", choices=("categorical", "pairwise"))
+    parser.add_argument("--pairwise", default="attractive", choices=("attractive", "signed"))
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=None, help="BLAS/Numba threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                     "NUMBA_NUM_THREADS"):
+            os.environ[name] = str(args.threads)
+    import numpy as np
+
+    from dvae_cupy.backend import Backend, cpu_backend
+    from dvae_cupy.data import load_dataset
+    from dvae_cupy.estimators import EstimatorConfig
+    from dvae_cupy.model import Model, ModelShape
+    from dvae_cupy.step import TrainStep
+
+    log = []
+    plain = cpu_backend()
+    backend = Backend(plain.name, Timing(plain.xp, log, {"matmul"}), Timing(plain.ops, log))
+    shape = ModelShape(args.latent_vars, args.categories, structure=args.structure,
+                       pairwise=args.pairwise)
+    step = TrainStep(Model(shape, backend, seed=0), EstimatorConfig("direct"), 0,
+                     args.batch_size, 1e-3)
+    step.set_state(0, 0, 1.0)
+    images = load_dataset("fashion-mnist").train.astype(np.float32)
+    batches = len(images) // args.batch_size
+    step_times = []
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            log.clear()
+        j = i % batches
+        step.batch[...] = images[j * args.batch_size:(j + 1) * args.batch_size]
+        started = time.perf_counter()
+        step()
+        if i >= args.warmup:
+            step_times.append(time.perf_counter() - started)
+    calls = {}
+    for label, seconds in log:
+        calls.setdefault(label, []).append(seconds)
+    step_ms = 1e3 * sum(step_times) / args.steps
+    what = f"{args.structure} {args.pairwise}" if args.structure == "pairwise" else "categorical"
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"# {machine_name()}, {os.cpu_count()} CPUs, threads={args.threads or 'all'}; "
+          f"N={args.latent_vars} K={args.categories} {what}, batch {args.batch_size}; "
+          f"{args.steps} steps after {args.warmup} warm-up; load average {load}")
+    print(f"# step: mean {step_ms:.2f} ms, median {1e3 * statistics.median(step_times):.2f} ms, "
+          f"min {1e3 * min(step_times):.2f} ms")
+    print("| op | calls/step | median ms | min ms | ms/step | share |")
+    print("|---|---|---|---|---|---|")
+    rows = sorted(calls.items(), key=lambda item: -sum(item[1]))
+    covered = 0.0
+    for label, seconds in rows:
+        per_step = 1e3 * sum(seconds) / args.steps
+        covered += per_step
+        print(f"| {label} | {len(seconds) / args.steps:g} | {1e3 * statistics.median(seconds):.3f} | "
+              f"{1e3 * min(seconds):.3f} | {per_step:.3f} | {per_step / step_ms:.0%} |")
+    rest = step_ms - covered
+    print(f"| rest (Python between the calls, untimed array functions) | | | | {rest:.3f} | "
+          f"{rest / step_ms:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
