@@ -15,11 +15,12 @@ def launches_per_step(shape, estimator="direct"):
     return launches_of_one_step(shape, EstimatorConfig(estimator))
 
 
-def test_an_eager_direct_step_is_at_most_27_launches_for_n1_k10():
-    # 1 batch gather + 4 encoder + 1 sampling + 2 decoder + 1 BCE + 5 candidates (all K codes)
-    # + 2 logit gradient + 4 decoder backward + 5 encoder backward + 1 step end + 1 Adam
+def test_an_eager_direct_step_is_at_most_26_launches_for_n1_k10():
+    # 1 batch gather + 4 encoder + 1 sampling + 5 decoder on the K codes (the sampled codes are
+    # among them) + 2 sampled losses and KL + 2 logit and sampled-code gradients + 4 decoder
+    # backward + 5 encoder backward + 1 step end + 1 Adam
     counts = launches_per_step(ModelShape(1, 10))
-    assert len(counts) <= 27, counts
+    assert len(counts) <= 26, counts
     print(f"N=1,K=10: {len(counts)} launches: {counts}")
 
 
