@@ -443,7 +443,7 @@ def scaling(args):
     for pair, batch in [("1x10", 100), ("1x50", 100), ("5x10", 100), ("10x10", 100), ("20x10", 100),
                         ("20x10", 25), ("20x10", 50), ("20x10", 200), ("1x10", 25), ("1x10", 400)]:
         n, k = map(int, pair.split("x"))
-        stepper = OurStepper(backend, n, k, 0)
+        stepper = OurStepper(backend, n, k, 0, batch_size=batch)
         data = [images[i * batch:(i + 1) * batch] for i in range(20)]
         times = []
         for i in range(5 + args.steps):
