@@ -50,39 +50,30 @@ def _shape(a, chunk=False):
     return s
 
 
-class Timed:
-    """A namespace whose callables in `names` (all when None) add their wall time to
-    `totals[key]`, key = (calling function, name, argument shapes)."""
-
-    def __init__(self, namespace, totals, flops, names=None):
-        self._namespace, self._totals, self._flops, self._names = namespace, totals, flops, names
-
-    def __getattr__(self, name):
-        target = getattr(self._namespace, name)
-        if not callable(target) or (self._names is not None and name not in self._names):
-            return target
-        totals, flops = self._totals, self._flops
-
-        def call(*args, **kwargs):
-            caller = sys._getframe(1).f_code.co_name
-            chunk = caller in CHUNK_LOOPS
-            arrays = [a for a in args if hasattr(a, "shape") and getattr(a, "ndim", 0) >= 1][:2]
-            if name == "matmul":
-                key = (caller, "matmul", "@".join(_shape(a, chunk and i == 0)
-                                                  for i, a in enumerate(arrays)))
-            else:
-                key = (caller, name, _shape(arrays[0], chunk) if arrays else "")
-            started = time.perf_counter()
-            result = target(*args, **kwargs)
-            totals[key] = totals.get(key, 0.0) + time.perf_counter() - started
-            if name == "matmul":
-                a, b = arrays
-                n = b.shape[1] if b.ndim == 2 else 1
-                shape = ((4096,) + a.shape[1:] if chunk else a.shape, b.shape)  # a rate to use
-                done, _ = flops.get(key, (0, shape))
-                flops[key] = (done + 2 * a.shape[0] * a.shape[1] * n, shape)
-            return result
-        return call
+def timed(totals, flops):
+    """An Intercepting `around` (dvae_cupy/launches.py) that adds each call's wall time to
+    `totals[key]`, key = (calling function, name, argument shapes), and a matrix product's flops
+    to `flops[key]`."""
+    def around(name, target, args, kwargs):
+        caller = sys._getframe(2).f_code.co_name  # 0: here, 1: Intercepting's call, 2: its caller
+        chunk = caller in CHUNK_LOOPS
+        arrays = [a for a in args if hasattr(a, "shape") and getattr(a, "ndim", 0) >= 1][:2]
+        if name == "matmul":
+            key = (caller, "matmul", "@".join(_shape(a, chunk and i == 0)
+                                              for i, a in enumerate(arrays)))
+        else:
+            key = (caller, name, _shape(arrays[0], chunk) if arrays else "")
+        started = time.perf_counter()
+        result = target(*args, **kwargs)
+        totals[key] = totals.get(key, 0.0) + time.perf_counter() - started
+        if name == "matmul":
+            a, b = arrays
+            n = b.shape[1] if b.ndim == 2 else 1
+            shape = ((4096,) + a.shape[1:] if chunk else a.shape, b.shape)  # a rate to use
+            done, _ = flops.get(key, (0, shape))
+            flops[key] = (done + 2 * a.shape[0] * a.shape[1] * n, shape)
+        return result
+    return around
 
 
 def make_trainer(n, k, steps, seed=0):
@@ -98,12 +89,13 @@ def make_trainer(n, k, steps, seed=0):
 
 def instrument(trainer, totals, flops):
     from dvae_cupy.backend import Backend
+    from dvae_cupy.launches import Intercepting
 
-    backend = trainer.backend
-    timed = Backend(backend.name, Timed(backend.xp, totals, flops, {"matmul", "sum", "repeat"}),
-                    Timed(backend.ops, totals, flops))
-    trainer.backend = trainer.model.backend = timed
-    trainer.model.xp, trainer.model.ops = timed.xp, timed.ops
+    backend, around = trainer.backend, timed(totals, flops)
+    timing = Backend(backend.name, Intercepting(backend.xp, around, {"matmul", "sum", "repeat"}),
+                     Intercepting(backend.ops, around))
+    trainer.backend = trainer.model.backend = timing
+    trainer.model.xp, trainer.model.ops = timing.xp, timing.ops
 
 
 def epoch_seconds(trainer):

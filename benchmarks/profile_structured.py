@@ -23,27 +23,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_step import machine_name  # noqa: E402
 
 
-class Timing:
-    """A namespace (xp or ops) whose callables log (name, seconds) into `log`; matmul calls
-    are named by their operand shapes. Everything else passes through."""
-
-    def __init__(self, namespace, log, names=None):
-        self._namespace, self._log, self._names = namespace, log, names
-
-    def __getattr__(self, name):
-        target = getattr(self._namespace, name)
-        if not callable(target) or (self._names is not None and name not in self._names):
-            return target
-
-        def call(*args, **kwargs):
-            started = time.perf_counter()
-            result = target(*args, **kwargs)
-            label = name
-            if name == "matmul":
-                label = f"matmul {tuple(args[0].shape)} @ {tuple(args[1].shape)}"
-            self._log.append((label, time.perf_counter() - started))
-            return result
-        return call
+def timing(log):
+    """An Intercepting `around` that logs (name, seconds) of each call into `log`; matmul calls
+    are named by their operand shapes."""
+    def around(name, target, args, kwargs):
+        started = time.perf_counter()
+        result = target(*args, **kwargs)
+        label = f"matmul {tuple(args[0].shape)} @ {tuple(args[1].shape)}" if name == "matmul" else name
+        log.append((label, time.perf_counter() - started))
+        return result
+    return around
 
 
 def main(argv=None):
@@ -66,12 +55,14 @@ def main(argv=None):
     from dvae_cupy.backend import Backend, cpu_backend
     from dvae_cupy.data import load_dataset
     from dvae_cupy.estimators import EstimatorConfig
+    from dvae_cupy.launches import Intercepting
     from dvae_cupy.model import Model, ModelShape
     from dvae_cupy.step import TrainStep
 
     log = []
     plain = cpu_backend()
-    backend = Backend(plain.name, Timing(plain.xp, log, {"matmul"}), Timing(plain.ops, log))
+    backend = Backend(plain.name, Intercepting(plain.xp, timing(log), {"matmul"}),
+                      Intercepting(plain.ops, timing(log)))
     shape = ModelShape(args.latent_vars, args.categories, structure=args.structure,
                        pairwise=args.pairwise)
     step = TrainStep(Model(shape, backend, seed=0), EstimatorConfig("direct"), 0,

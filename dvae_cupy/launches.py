@@ -9,22 +9,33 @@ from .backend import Backend
 LAUNCHING_XP = frozenset({"matmul", "sum", "add", "subtract", "multiply", "maximum", "repeat", "exp"})
 
 
-class Counting:
-    """A namespace (xp or ops) whose calls of `names` (all callables when None) append their
-    name to `log`; everything else passes through."""
+class Intercepting:
+    """A namespace (xp or ops) whose callables named in `names` (all when None) run through
+    `around(name, target, args, kwargs)`, which calls target and returns its result; everything
+    else passes through. Counting here, and the benchmarks' timers, are made of it."""
 
-    def __init__(self, namespace, log, names=None):
-        self._namespace, self._log, self._names = namespace, log, names
+    def __init__(self, namespace, around, names=None):
+        self._namespace, self._around, self._names = namespace, around, names
 
     def __getattr__(self, name):
         target = getattr(self._namespace, name)
         if not callable(target) or (self._names is not None and name not in self._names):
             return target
+        around = self._around
 
         def call(*args, **kwargs):
-            self._log.append(name)
-            return target(*args, **kwargs)
+            return around(name, target, args, kwargs)
         return call
+
+
+class Counting(Intercepting):
+    """Calls of `names` (all callables when None) append their name to `log`."""
+
+    def __init__(self, namespace, log, names=None):
+        def count(name, target, args, kwargs):
+            log.append(name)
+            return target(*args, **kwargs)
+        super().__init__(namespace, count, names)
 
 
 def counting_backend(backend, log):
