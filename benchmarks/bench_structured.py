@@ -16,22 +16,12 @@ the shared memory a CUDA block of the kernel uses (fixed at compile time).
 """
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import time
 
 import numpy as np
 
-
-def machine_name():
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from bench_step import machine_name  # noqa: E402 (this folder is on sys.path when run as a script)
 
 
 def batch_potentials(rng, rows, N, shifted):

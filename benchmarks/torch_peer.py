@@ -232,26 +232,12 @@ def _loadavg():
         return "?"
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Time (or sanity-train) the PyTorch direct-optimisation peer.")
-    p.add_argument("--latent-vars", "-N", type=int, default=1)
-    p.add_argument("--categories", "-K", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--steps", type=int, default=50, help="timed steps after warm-up")
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--gumbel-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", choices=["auto", "fashion", "random"], default="auto",
-                   help="Fashion-MNIST from %s (auto: if present) or random 0/1 pixels" % FASHION_DIR)
-    p.add_argument("--memory", action="store_true", help="also report one step's peak torch bytes")
-    p.add_argument("--learn", type=int, default=0, metavar="STEPS",
-                   help="instead of timing: train STEPS steps on the first 50k Fashion-MNIST training "
-                        "images and print the t10k test loss before, every 100 steps, and after")
-    a = p.parse_args(argv)
-
-    peer = TorchPeer(a.latent_vars, a.categories, seed=a.seed, gumbel_samples=a.gumbel_samples,
-                     threads=a.threads)
+def run_command_line(peer, a, model, learn_test_rows=None):
+    """What both peers' command lines do once the peer is built from the parsed arguments `a`
+    (--data, --batch-size, --seed, --learn, --warmup, --steps, --memory): train on shuffled
+    batches of Fashion-MNIST (or random pixels) and print the test loss (--learn; the first
+    `learn_test_rows` test images when given), or time train_step. `model` names the model in
+    the header line."""
     rng = np.random.default_rng(a.seed)
     use_fashion = a.data == "fashion" or (a.data == "auto" and
                                           os.path.exists(os.path.join(FASHION_DIR, "t10k-images-idx3-ubyte.gz")))
@@ -273,10 +259,13 @@ def main(argv=None):
 
     it = batches()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {_machine()}; "
-          f"N={a.latent_vars} K={a.categories} B={a.batch_size} M={a.gumbel_samples}, data {src}")
+          f"{model} B={a.batch_size} M={a.gumbel_samples}, data {src}")
 
     if a.learn:
-        print(f"step     0  test loss {peer.test_loss(test):9.3f}")
+        shown = ""
+        if learn_test_rows is not None:
+            test, shown = test[:learn_test_rows], f" (first {learn_test_rows} test images)"
+        print(f"step     0  test loss {peer.test_loss(test):9.3f}{shown}")
         t0 = time.perf_counter()
         for s in range(1, a.learn + 1):
             tl = peer.train_step(next(it))
@@ -301,6 +290,28 @@ def main(argv=None):
         print(f"peak torch CPU bytes in one step: {peer.peak_memory_bytes() / 2**20:.1f} MiB; "
               f"process maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Time (or sanity-train) the PyTorch direct-optimisation peer.")
+    p.add_argument("--latent-vars", "-N", type=int, default=1)
+    p.add_argument("--categories", "-K", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--steps", type=int, default=50, help="timed steps after warm-up")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--gumbel-samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", choices=["auto", "fashion", "random"], default="auto",
+                   help="Fashion-MNIST from %s (auto: if present) or random 0/1 pixels" % FASHION_DIR)
+    p.add_argument("--memory", action="store_true", help="also report one step's peak torch bytes")
+    p.add_argument("--learn", type=int, default=0, metavar="STEPS",
+                   help="instead of timing: train STEPS steps on the first 50k Fashion-MNIST training "
+                        "images and print the t10k test loss before, every 100 steps, and after")
+    a = p.parse_args(argv)
+
+    peer = TorchPeer(a.latent_vars, a.categories, seed=a.seed, gumbel_samples=a.gumbel_samples,
+                     threads=a.threads)
+    run_command_line(peer, a, f"N={a.latent_vars} K={a.categories}")
 
 if __name__ == "__main__":
     main()

@@ -48,10 +48,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
-import statistics
 import sys
-import time
 
 import maxflow
 import numpy as np
@@ -60,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_peer import FASHION_DIR, _gumbel, _loadavg, _machine, load_fashion_mnist  # noqa: E402
+from torch_peer import _gumbel, run_command_line  # noqa: E402
 
 
 def published_maxflow_argmax(a, w):
@@ -273,53 +270,8 @@ def main(argv=None):
 
     peer = TorchPeerStructured(a.latent_vars, seed=a.seed, gumbel_samples=a.gumbel_samples,
                                threads=a.threads)
-    rng = np.random.default_rng(a.seed)
-    use_fashion = a.data == "fashion" or (a.data == "auto" and os.path.exists(
-        os.path.join(FASHION_DIR, "t10k-images-idx3-ubyte.gz")))
-    if a.learn and not use_fashion:
-        sys.exit("--learn needs Fashion-MNIST in " + FASHION_DIR)
-    if use_fashion:
-        train, test = load_fashion_mnist()
-        train, src = train[:50000], "Fashion-MNIST"
-    else:
-        train = (rng.random((10 * a.batch_size, 784)) < 0.5).astype(np.float32)
-        test, src = None, "random 0/1"
-
-    def batches():
-        while True:
-            order = rng.permutation(train.shape[0])
-            for i in range(0, train.shape[0] - a.batch_size + 1, a.batch_size):
-                yield train[order[i:i + a.batch_size]]
-
-    it = batches()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {_machine()}; "
-          f"structured N={a.latent_vars} (K=2, attractive) B={a.batch_size} "
-          f"M={a.gumbel_samples}, data {src}")
-    if a.learn:
-        test = test[:2000]  # the PyMaxflow loop makes the full 10k test set slow
-        print(f"step     0  test loss {peer.test_loss(test):9.3f} (first 2000 test images)")
-        t0 = time.perf_counter()
-        for s in range(1, a.learn + 1):
-            tl = peer.train_step(next(it))
-            if s % 100 == 0 or s == a.learn:
-                print(f"step {s:5d}  train batch loss {tl:9.3f}  test loss {peer.test_loss(test):9.3f}"
-                      f"  eps {peer.eps:.4f}  ({time.perf_counter() - t0:.1f} s)")
-        return
-    for _ in range(a.warmup):
-        peer.train_step(next(it))
-    times = []
-    for _ in range(a.steps):
-        xb = next(it)
-        t = time.perf_counter()
-        peer.train_step(xb)
-        times.append((time.perf_counter() - t) * 1e3)
-    q = np.percentile(times, [10, 90])
-    print(f"median {statistics.median(times):.2f} ms/step over {a.steps} steps after {a.warmup} "
-          f"warm-up (p10 {q[0]:.2f}, p90 {q[1]:.2f}); load average now {_loadavg()}")
-    if a.memory:
-        print(f"peak torch CPU bytes in one step: {peer.peak_memory_bytes() / 2**20:.1f} MiB; "
-              f"process maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-
+    # the PyMaxflow loop makes the full 10k test set slow for --learn
+    run_command_line(peer, a, f"structured N={a.latent_vars} (K=2, attractive)", learn_test_rows=2000)
 
 if __name__ == "__main__":
     main()

@@ -42,3 +42,14 @@ def shared_arrays_really_shared():
     FakeCUDAShared.array = _shared_array_made_once
     yield
     FakeCUDAShared.array = _simulators_shared_array
+
+
+@pytest.fixture(scope="module")
+def quick_thread_switches():
+    """The simulator's threads hand the GIL round at every syncthreads: a shorter switch
+    interval than Python's 5 ms makes those hand-overs several times faster (the pairwise
+    solvers' many-thread blocks use it)."""
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    yield
+    sys.setswitchinterval(saved)

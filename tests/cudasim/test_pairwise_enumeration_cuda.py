@@ -8,7 +8,6 @@ N = 13 and 14, where chunks hold 2 and 4 high codes (the Gray flips); ~15 s in a
 twin's test checks 10,000 sets per N; this one adds the block's chunk-per-thread split and its
 shared-memory reduction (ties to the smallest code across threads included).
 """
-import sys
 
 import numpy as np
 import pytest
@@ -18,12 +17,7 @@ from dvae_cupy.kernels import pairwise_enumeration
 from pairwise_cases import untied_potentials
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quick_thread_switches():
-    saved = sys.getswitchinterval()  # see test_pairwise_mincut_cuda.py
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(saved)
+pytestmark = pytest.mark.usefixtures("quick_thread_switches")  # tests/cudasim/conftest.py
 
 
 def solve_cuda(unary, pairwise, M=1):

@@ -8,7 +8,6 @@ twin), so this file checks 20 untied sets per N for N = 1..12 (the CPU twin's te
 block-parallel part the CPU loop does not have: the threads' shared search levels, the rotating
 flags and the syncs, which is why it also runs one problem with 1, 3, 5 and 32 threads.
 """
-import sys
 
 import numpy as np
 import pytest
@@ -20,14 +19,7 @@ from pairwise_cases import untied_potentials
 SETS_PER_N = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quick_thread_switches():
-    # the simulator's threads hand the GIL round at every syncthreads: a shorter switch
-    # interval than Python's 5 ms makes those hand-overs several times faster
-    saved = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(saved)
+pytestmark = pytest.mark.usefixtures("quick_thread_switches")  # tests/cudasim/conftest.py
 
 
 def solve_cuda(unary, pairwise, M=1):
