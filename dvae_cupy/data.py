@@ -427,7 +427,7 @@ def _map_npy(path):
         dtype, shape, fortran, offset = _npy_header(fh, path)
         size = os.fstat(fh.fileno()).st_size
     _check_array_kind(dtype, shape, path)
-    _check_npy_length(size, offset + math.prod(shape) * dtype.itemsize, path)
+    _check_data_length(size, offset + math.prod(shape) * dtype.itemsize, path)
     return np.memmap(path, dtype, "r", offset, shape, "F" if fortran else "C")
 
 
@@ -448,14 +448,14 @@ def _npy_header(fh, where):
     return dtype, tuple(shape), fortran, fh.tell()
 
 
-def _check_npy_length(size, expected, where):
-    """A .npy file must end where its header says its data ends."""
+def _check_data_length(size, expected, where, source="the header"):
+    """A file's data must end where its header says it ends (`source`: what says so)."""
     if size < expected:
-        raise CorruptFileError(f"{where}: truncated: {size} bytes, the header calls for "
+        raise CorruptFileError(f"{where}: truncated: {size} bytes, {source} calls for "
                                f"{expected}")
     if size > expected:
         raise CorruptFileError(f"{where}: {size - expected} bytes of trailing junk after the "
-                               f"{expected} bytes the header calls for")
+                               f"{expected} bytes {source} calls for")
 
 
 def read_npz(path):
@@ -505,7 +505,7 @@ def _parse_npy_bytes(raw, where):
     dtype, shape, fortran, offset = _npy_header(fh, where)
     if dtype.kind not in "biufc":      # objects, strings, records: no buffer to read numbers from
         raise ValueError(f"{where}: dtype {dtype}; expected an array of numbers")
-    _check_npy_length(len(raw), offset + math.prod(shape) * dtype.itemsize, where)
+    _check_data_length(len(raw), offset + math.prod(shape) * dtype.itemsize, where)
     return np.frombuffer(raw, dtype, math.prod(shape), offset).reshape(
         shape, order="F" if fortran else "C")
 
@@ -552,13 +552,7 @@ def _parse_idx(raw, path):
                                f"need {header})")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     size = math.prod(dims)
-    payload = len(raw) - header
-    if payload < size:
-        raise CorruptFileError(f"{path}: truncated: {payload} bytes of data, expected {size} "
-                               f"for dims {dims}")
-    if payload > size:
-        raise CorruptFileError(f"{path}: {payload - size} bytes of trailing junk after the "
-                               f"{size} bytes that dims {dims} call for")
+    _check_data_length(len(raw) - header, size, path, source=f"the header's dims {dims}")
     return np.frombuffer(raw, np.uint8, count=size, offset=header).reshape(dims).copy()
 
 

@@ -96,12 +96,7 @@ def init_params(pixels, hidden, n_latent, n_categories, rng):
     n_codes = n_latent * n_categories
     layers = {"enc_w1": (pixels, hidden), "enc_w2": (hidden, n_codes),
               "dec_w1": (n_codes, hidden), "dec_w2": (hidden, pixels)}
-    params = {}
-    for w_name, (fan_in, fan_out) in layers.items():
-        bound = 1.0 / np.sqrt(fan_in)
-        params[w_name] = rng.uniform(-bound, bound, size=(fan_in, fan_out))
-        params[w_name.replace("w", "b")] = rng.uniform(-bound, bound, size=fan_out)
-    return {name: params[name] for name in PARAM_NAMES}
+    return _init_layers(layers, rng)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,18 +497,24 @@ def check_pairwise_model(n_vars, mode):
                          f"(2**{int(n_vars)} here), got {n_vars!r}")
 
 
-def init_structured_params(pixels, hidden, n_vars, mode, rng):
-    """The 8 arrays of the pairwise model, initialised as init_params does: the encoder's last
-    layer has 2N + P outputs, the decoder reads 2N one-hot inputs."""
-    check_pairwise_model(n_vars, mode)
-    layers = {"enc_w1": (pixels, hidden), "enc_w2": (hidden, structured_output_width(n_vars)),
-              "dec_w1": (2 * n_vars, hidden), "dec_w2": (hidden, pixels)}
+def _init_layers(layers, rng):
+    """PyTorch's nn.Linear default, in the order the layers are given: weight then bias of
+    each, U(-1/sqrt(fan_in), 1/sqrt(fan_in)); returned in PARAM_NAMES order."""
     params = {}
     for w_name, (fan_in, fan_out) in layers.items():
         bound = 1.0 / np.sqrt(fan_in)
         params[w_name] = rng.uniform(-bound, bound, size=(fan_in, fan_out))
         params[w_name.replace("w", "b")] = rng.uniform(-bound, bound, size=fan_out)
     return {name: params[name] for name in PARAM_NAMES}
+
+
+def init_structured_params(pixels, hidden, n_vars, mode, rng):
+    """The 8 arrays of the pairwise model, initialised as init_params does: the encoder's last
+    layer has 2N + P outputs, the decoder reads 2N one-hot inputs."""
+    check_pairwise_model(n_vars, mode)
+    layers = {"enc_w1": (pixels, hidden), "enc_w2": (hidden, structured_output_width(n_vars)),
+              "dec_w1": (2 * n_vars, hidden), "dec_w2": (hidden, pixels)}
+    return _init_layers(layers, rng)
 
 
 def check_structured_params(params, n_vars):
