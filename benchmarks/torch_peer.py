@@ -60,6 +60,30 @@ def _gumbel(shape, generator):
     return -torch.log(1e-10 - torch.log(u + 1e-10))
 
 
+def init_networks(peer, pixels, hidden, encoder_outputs, decoder_inputs, lr, seed, device,
+                  schedule):
+    """What both peers set up alike, as the published scripts do: the two MLPs (torch's default
+    init under manual_seed(seed)) on `device`, an Adam per network, the noise generator (seed
+    + 1), and the eps schedule (eps0, anneal_rate, eps_min, eps_every) at step 0."""
+    peer.seed = int(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(peer.seed)
+        peer.encoder = nn.Sequential(nn.Linear(pixels, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, encoder_outputs))
+        peer.decoder = nn.Sequential(nn.Linear(decoder_inputs, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, pixels))
+    peer.device = torch.device(device)
+    peer.encoder.to(peer.device)
+    peer.decoder.to(peer.device)
+    peer.opt_e = torch.optim.Adam(peer.encoder.parameters(), lr=lr)
+    peer.opt_d = torch.optim.Adam(peer.decoder.parameters(), lr=lr)
+    peer.gen = torch.Generator(device=peer.device).manual_seed(peer.seed + 1)
+    peer.eps0, peer.anneal_rate, peer.eps_min, peer.eps_every = schedule
+    peer.eps = float(peer.eps0)
+    peer.step = 0
+    peer._last_x = None
+
+
 class TorchPeer:
     """Published-style direct-optimisation discrete VAE in PyTorch (CPU, float32)."""
 
@@ -69,23 +93,8 @@ class TorchPeer:
         if threads is not None:
             torch.set_num_threads(int(threads))
         self.N, self.K, self.D, self.M = int(n_latent), int(n_categories), int(pixels), int(gumbel_samples)
-        self.seed = int(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            self.encoder = nn.Sequential(nn.Linear(pixels, hidden), nn.ReLU(),
-                                         nn.Linear(hidden, self.N * self.K))
-            self.decoder = nn.Sequential(nn.Linear(self.N * self.K, hidden), nn.ReLU(),
-                                         nn.Linear(hidden, pixels))
-        self.device = torch.device(device)
-        self.encoder.to(self.device)
-        self.decoder.to(self.device)
-        self.opt_e = torch.optim.Adam(self.encoder.parameters(), lr=lr)
-        self.opt_d = torch.optim.Adam(self.decoder.parameters(), lr=lr)
-        self.gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
-        self.eps0, self.anneal_rate, self.eps_min, self.eps_every = eps0, anneal_rate, eps_min, eps_every
-        self.eps = float(eps0)
-        self.step = 0
-        self._last_x = None
+        init_networks(self, pixels, hidden, self.N * self.K, self.N * self.K, lr, seed, device,
+                      (eps0, anneal_rate, eps_min, eps_every))
         # Constant masks that turn z_opt (B,N,K) into its N*K neighbours (B,N,K,N,K):
         # candidate (n,k) keeps every variable m != n and sets variable n to one-hot k.
         eye_n = torch.eye(self.N)

@@ -53,11 +53,10 @@ import sys
 import maxflow
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_peer import _gumbel, run_command_line  # noqa: E402
+from torch_peer import _gumbel, init_networks, run_command_line  # noqa: E402
 
 
 def published_maxflow_argmax(a, w):
@@ -99,23 +98,8 @@ class TorchPeerStructured:
         if self.N < 2:
             raise ValueError(f"n_latent must be >= 2 for a pairwise model, got {n_latent!r}")
         self.P = self.N * (self.N - 1) // 2
-        self.seed = int(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            self.encoder = nn.Sequential(nn.Linear(pixels, hidden), nn.ReLU(),
-                                         nn.Linear(hidden, 2 * self.N + self.P))
-            self.decoder = nn.Sequential(nn.Linear(2 * self.N, hidden), nn.ReLU(),
-                                         nn.Linear(hidden, pixels))
-        self.device = torch.device(device)
-        self.encoder.to(self.device)
-        self.decoder.to(self.device)
-        self.opt_e = torch.optim.Adam(self.encoder.parameters(), lr=lr)
-        self.opt_d = torch.optim.Adam(self.decoder.parameters(), lr=lr)
-        self.gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
-        self.eps0, self.anneal_rate, self.eps_min, self.eps_every = eps0, anneal_rate, eps_min, eps_every
-        self.eps = float(eps0)
-        self.step = 0
-        self._last_x = None
+        init_networks(self, pixels, hidden, 2 * self.N + self.P, 2 * self.N, lr, seed, device,
+                      (eps0, anneal_rate, eps_min, eps_every))
         first, second = np.triu_indices(self.N, k=1)  # combinations(range(N), 2) order
         self._first = torch.as_tensor(first, device=self.device)
         self._second = torch.as_tensor(second, device=self.device)
