@@ -18,6 +18,7 @@ advanced by kernels/step_end.py's finish_step). The seed is a plain number.
   philox_word(seed, counter, i)   scalar body: the 32-bit word for element i
   gumbel_at(seed, counter, i)     scalar body: float32 Gumbel(0, 1) for element i (also inlined
                                   by argmax.sample_codes' kernel)
+  philox_run(seed, counter, out)  CPU body: philox_word for a whole uint32 array, a block per 4
   gumbel_run(seed, counter, out, start, count)
                                   CPU body: gumbel_at for a run of elements, a block per 4
   philox_bits_flat / gumbel_noise_flat       CPU @njit loops over a 1-D uint32 / float32 array
@@ -129,6 +130,24 @@ def gumbel_at(seed, counter, i):
 
 
 @numba.njit(inline="always")
+def philox_run(seed, counter, out):
+    """out[j] = philox_word(seed, counter, j) for the whole 1-D uint32 `out`, for the CPU loops:
+    one Philox block per 4 words, the full blocks' stores written out, so that LLVM vectorises
+    the blocks (philox_word per element makes a block per word and keeps one)."""
+    full = out.size - out.size % 4
+    for first in range(0, full, 4):
+        x0, x1, x2, x3 = philox_block(seed, counter, first // 4)
+        out[first] = x0
+        out[first + 1] = x1
+        out[first + 2] = x2
+        out[first + 3] = x3
+    if full < out.size:
+        words = philox_block(seed, counter, full // 4)
+        for w in range(out.size - full):
+            out[full + w] = words[w]
+
+
+@numba.njit(inline="always")
 def gumbel_run(seed, counter, out, start, count):
     """out[start + j] = gumbel_at(seed, counter, j) for 0 <= j < count, for the CPU loops: one
     Philox block per 4 values, where gumbel_at makes a block per value and keeps one of its
@@ -157,9 +176,7 @@ def gumbel_run(seed, counter, out, start, count):
 @numba.njit(cache=CACHE)
 def philox_bits_flat(seed, counter, out):
     """out[i] = Philox word i of (seed, counter[0]), for 1-D uint32 `out`."""
-    c = counter[0]
-    for i in range(out.size):
-        out[i] = np.uint32(philox_word(seed, c, i))
+    philox_run(seed, counter[0], out)
 
 
 @numba.njit(cache=CACHE)
