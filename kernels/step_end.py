@@ -10,10 +10,11 @@ The CPU twin is NumPy's own arithmetic, np.float64(recon.mean() + kl.mean()): fl
 (NumPy's pairwise float32 sums, divided in float64 and rounded to float32, as ndarray.mean does),
 added in float32, then widened, exactly what the trainer accumulated before this op existed. It
 sums with np.add.reduce (ndarray.mean's own sum) and does the rest in one @njit call: mean()'s
-Python wrapper and two np.add calls cost 40 us of a 2 ms N = 1 step in the training loop. The CUDA kernel is one block of THREADS threads:
-each thread adds a strided slice of recon and of kl in float64, two float64 shared-memory tree
-sums (kernels/_reduce.py) give the totals, and thread 0, after both sums, adds
-float64(sum_recon / R + sum_kl / B) to loss_sum and advances the counters. float64 throughout:
+Python wrapper and two np.add calls cost 40 us of a 2 ms N = 1 step in the training loop.
+The CUDA kernel is one block of THREADS threads: each thread adds a strided slice of recon and
+of kl in float64, two float64 shared-memory tree sums (kernels/_reduce.py) give the totals, and
+thread 0, after both sums, adds float64(sum_recon / R + sum_kl / B) to loss_sum and advances
+the counters. float64 throughout:
 more accurate than the CPU's float32 means, so the two agree to float32 rounding (~1e-7
 relative), not bit for bit. R and B must be >= 1 (a mean of nothing is not a loss).
 
