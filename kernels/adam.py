@@ -29,6 +29,7 @@ is used through its flat view, so one launch covers any parameter shape.
 
 Reference: reference.adam_step. CPU and GPU may differ by an ulp (NVVM fuses multiply-adds).
 """
+import functools
 import math
 
 import numba
@@ -85,16 +86,22 @@ def _check(name, array, shape):
         raise ValueError("%s must be C-contiguous, got strides %s" % (name, array.strides))
 
 
+@functools.lru_cache(maxsize=16)  # the same four numbers every step: made once (3 us a step)
+def _kernel_scalars(lr, beta1, beta2, eps):
+    """(1 - b1, 1 - b2, eps) as float32, (lr, b1, b2) as float64: the kernel's scalars."""
+    return (np.float32(1.0 - float(beta1)), np.float32(1.0 - float(beta2)), np.float32(eps),
+            np.float64(lr), np.float64(beta1), np.float64(beta2))
+
+
 def _prepare(param, grad, m, v, lr, beta1, beta2, eps, step, device=False):
     """Flat views of the four arrays (all param's shape, float32, C-contiguous) and the scalars
-    the kernel takes besides them: (1 - b1, 1 - b2, eps) as float32, (lr, b1, b2) as float64."""
+    the kernel takes besides them (_kernel_scalars)."""
     shape = tuple(param.shape)
     for name, array in (("param", param), ("grad", grad), ("m", m), ("v", v)):
         _check(name, array, shape)
     check_scalar_array("step", step, np.int64, device)
     flats = [flat_view(array) for array in (param, grad, m, v)]
-    return flats, (np.float32(1.0 - float(beta1)), np.float32(1.0 - float(beta2)),
-                   np.float32(eps), np.float64(lr), np.float64(beta1), np.float64(beta2))
+    return flats, _kernel_scalars(lr, beta1, beta2, eps)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from numba import types
 from ._compile import CACHE
 from ._checks import check_array, check_scalar_array
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
-from .rng import gumbel_at
+from .rng import gumbel_at, gumbel_run
 
 __all__ = ["sample_codes", "sample_codes_cuda", "direct_logit_grad", "direct_logit_grad_cuda",
            "direct_step", "CUDA_KERNELS"]
@@ -187,7 +187,7 @@ direct_logit_grad_at_cuda = cuda.jit(device=True, inline="always")(_direct_logit
 
 @numba.njit(cache=CACHE)
 def sample_codes_loop(logits, seed, counter, K, M, per_image, gumbel, codes):
-    """The noise first, in long flat loops that LLVM vectorises (the whole array for training, as
+    """The noise first, in long flat runs (rng.gumbel_run: the whole array for training, as
     rng.gumbel_noise_flat; each image's M*NK values per image), then the codes. Per (r, n), as the
     kernel does it, ran 1.6-1.9x slower here at N = 1: rows of K = 10 are too short to vectorise.
     The values are noise_stream's layout."""
@@ -196,12 +196,9 @@ def sample_codes_loop(logits, seed, counter, K, M, per_image, gumbel, codes):
     if per_image:
         per = M * logits.shape[1]
         for b in range(logits.shape[0]):
-            stream = c + np.uint64(b)
-            for j in range(per):
-                flat[b * per + j] = gumbel_at(seed, stream, j)
+            gumbel_run(seed, c + np.uint64(b), flat, b * per, per)
     else:
-        for i in range(flat.size):
-            flat[i] = gumbel_at(seed, c, i)
+        gumbel_run(seed, c, flat, 0, flat.size)
     for r in range(codes.shape[0]):
         for n in range(codes.shape[1]):
             pick_code(logits, gumbel, K, M, r, n, codes)

