@@ -6,6 +6,8 @@ dvae_cupy/reference.py; the truth is structured_argmax_enumerate).
       codes[r] = arg max_z sum_i unary[r, 2i + z_i] + sum_{i<j} pairwise[r // M, p(i,j)] z_i z_j
       unary (R, 2N) float32 (perturbed unaries, row r = b*M + m), pairwise (B, P) float32 >= 0,
       codes (R, N) int32. N <= MINCUT_MAX_VARS.
+  mincut_argmax_listed(unary, pairwise, M, rows, count, codes)
+      the same for rows[:count] only (CPU: the structured pruning's re-solves)
 
 The graph (reference.mincut_argmax_one explains the construction): N + 2 nodes, node i on the
 source side iff z_i = 1; source -> i with capacity -c_i where c_i < 0, i -> sink with capacity
@@ -30,8 +32,10 @@ Pieces (one body compiled twice, as kernels/_cuda.py prescribes for array-taking
   setup, push_two_hop_paths, reset_levels, discover, augment, write_codes
                           the phases (setup, discover and the writes for the nodes first,
                           first + stride, ...: CPU 0, 1; CUDA thread, block size)
+  mincut_row              one row on one thread (inlined into both CPU loops)
   mincut_argmax_loop      CPU @njit loop over the rows, work arrays allocated once per call
   mincut_argmax           CPU twin: the launcher's arguments, checked (values too: host memory)
+  mincut_argmax_listed    CPU only: the listed rows
   mincut_argmax_kernel    CUDA: one block of min(32, N + 2) threads per row, graph in shared
                           memory (the codes do not depend on the thread count);
                           a row with non-finite unaries or a negative / non-finite pairwise
@@ -46,9 +50,9 @@ from numba import types
 
 from ._compile import CACHE
 from ._cuda import as_device_view, cuda, current_stream
-from ._pairwise import check_host_potentials, check_solver_args, pair_index
+from ._pairwise import check_host_potentials, check_listed_rows, check_solver_args, pair_index
 
-__all__ = ["mincut_argmax", "mincut_argmax_cuda", "MINCUT_MAX_VARS", "CUDA_KERNELS"]
+__all__ = ["mincut_argmax", "mincut_argmax_listed", "mincut_argmax_cuda", "MINCUT_MAX_VARS", "CUDA_KERNELS"]
 
 MINCUT_MAX_VARS = 64  # the CUDA block's graph lives in fixed-size shared memory (~34 KB at 64)
 MINCUT_MAX_PAIRS = MINCUT_MAX_VARS * (MINCUT_MAX_VARS - 1) // 2
@@ -189,6 +193,26 @@ write_codes, write_codes_cuda = _cpu(_write_codes), _gpu(_write_codes)
 # ---------------------------------------------------------------------------------------------
 # CPU twin
 
+@numba.njit(inline="always")
+def mincut_row(unary, pairwise, M, r, graph, level, parent, codes):
+    """Row r's codes, on one thread (work arrays: the loop's)."""
+    N = codes.shape[1]
+    P = pairwise.shape[1]
+    setup(unary, pairwise, r, r // M, N, 0, 1, graph)
+    push_two_hop_paths(N, P, graph)
+    while True:
+        reset_levels(N, 0, 1, level)
+        d = 0
+        found = discover(d, N, P, 0, 1, graph, level, parent)
+        while found == 1:
+            d += 1
+            found = discover(d, N, P, 0, 1, graph, level, parent)
+        if found == 0:
+            break
+        augment(N, P, graph, parent)
+    write_codes(r, N, 0, 1, level, codes)
+
+
 @numba.njit(cache=CACHE)
 def mincut_argmax_loop(unary, pairwise, M, codes):
     R, N = codes.shape
@@ -197,19 +221,18 @@ def mincut_argmax_loop(unary, pairwise, M, codes):
     level = np.empty(N + 2, np.int32)
     parent = np.empty(N + 2, np.int32)
     for r in range(R):
-        setup(unary, pairwise, r, r // M, N, 0, 1, graph)
-        push_two_hop_paths(N, P, graph)
-        while True:
-            reset_levels(N, 0, 1, level)
-            d = 0
-            found = discover(d, N, P, 0, 1, graph, level, parent)
-            while found == 1:
-                d += 1
-                found = discover(d, N, P, 0, 1, graph, level, parent)
-            if found == 0:
-                break
-            augment(N, P, graph, parent)
-        write_codes(r, N, 0, 1, level, codes)
+        mincut_row(unary, pairwise, M, r, graph, level, parent, codes)
+
+
+@numba.njit(cache=CACHE)
+def mincut_argmax_listed_loop(unary, pairwise, M, rows, count, codes):
+    N = codes.shape[1]
+    P = pairwise.shape[1]
+    graph = np.empty(2 * N + 2 * P)
+    level = np.empty(N + 2, np.int32)
+    parent = np.empty(N + 2, np.int32)
+    for c in range(count):
+        mincut_row(unary, pairwise, M, rows[c], graph, level, parent, codes)
 
 
 def mincut_argmax(unary, pairwise, M, codes):
@@ -217,6 +240,16 @@ def mincut_argmax(unary, pairwise, M, codes):
     check_solver_args(unary, pairwise, M, codes, MINCUT_MAX_VARS, _WHY_MAX)
     check_host_potentials(unary, pairwise, attractive=True)
     mincut_argmax_loop(unary, pairwise, np.int32(M), codes)
+
+
+def mincut_argmax_listed(unary, pairwise, M, rows, count, codes):
+    """CPU: mincut_argmax for rows[:count] only (the other rows of codes are left as they are);
+    the same arithmetic row by row, so a listed row's codes are mincut_argmax's. CPU only: the
+    structured pruning (kernels/structured_pruning.py) re-solves the rows it changed."""
+    check_solver_args(unary, pairwise, M, codes, MINCUT_MAX_VARS, _WHY_MAX)
+    check_listed_rows(rows, count, len(codes))
+    check_host_potentials(unary, pairwise, attractive=True)
+    mincut_argmax_listed_loop(unary, pairwise, np.int32(M), rows, np.int64(count), codes)
 
 
 # ---------------------------------------------------------------------------------------------
