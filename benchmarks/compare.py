@@ -4,7 +4,7 @@
     python benchmarks/compare.py quality [--epochs 10] [--seeds 0 1 2]
     python benchmarks/compare.py figure1 [--epochs 10] [--ks 10 20 30 40 50] [--png figure1.png]
     python benchmarks/compare.py scaling [--threads 2]
-    python benchmarks/compare.py structured-speed   [--threads 2] [--sizes 15]
+    python benchmarks/compare.py structured-speed   [--threads 2] [--sizes 15] [--trained ckpt.h5]
     python benchmarks/compare.py structured-scaling [--threads 2] [--sizes 5 8 10 12 15 18 20]
     python benchmarks/compare.py structured-quality [--epochs 30] [--seeds 0 1 2]
 
@@ -27,7 +27,9 @@ scaling  our ms per step against N*K and batch size, beside the arithmetic floor
 structured-speed    the pairwise binary model (N binary variables, K = 2): ms per training step
          of ours (attractive: min-cut; signed: enumeration) against the published structured
          algorithm (torch_peer_structured.py: PyMaxflow per sample), raced as `speed` races,
-         on the same batches; peak memory of a step; the ratio peer / ours.
+         on the same batches; peak memory of a step; the ratio peer / ours. --trained ckpt.h5:
+         ours starts from that trained model at its eps (how many neighbours pruning leaves
+         undecoded depends on the model: an untrained one's step is the fastest).
 structured-scaling  the same race at each N, beside the ms per batch of our two CPU solvers
          alone (bench_structured.py's potentials); fewer steps per N suit it (--steps 20).
 structured-quality  test loss on Fashion-MNIST after the same epochs of the pairwise model
@@ -63,6 +65,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from floor import step_floor  # noqa: E402
 
 from dvae_cupy.backend import get_backend  # noqa: E402
+from dvae_cupy.checkpoint import load_checkpoint  # noqa: E402
 from dvae_cupy.data import load_dataset  # noqa: E402
 from dvae_cupy.config import TrainConfig  # noqa: E402
 from dvae_cupy.estimators import EstimatorConfig  # noqa: E402
@@ -99,12 +102,26 @@ def train_images():
 
 class OurStepper:
     def __init__(self, backend, n_latent, n_categories, seed, batch_size=100,
-                 structure="categorical", pairwise="attractive"):
+                 structure="categorical", pairwise="attractive", trained=None):
+        """trained: a checkpoint path whose model (the same shape) the steps start from, at its
+        eps: what a step costs later in training (pruning's share depends on the model)."""
         self.backend = backend
         shape = ModelShape(n_latent, n_categories, structure=structure, pairwise=pairwise)
         self.model = Model(shape, backend, seed=seed)
         self.step = TrainStep(self.model, EstimatorConfig("direct"), seed, batch_size, 1e-3)
-        self.step.set_state(0, 0, 1.0)
+        eps = 1.0
+        if trained is not None:
+            checkpoint = load_checkpoint(trained)
+            config = checkpoint.config
+            theirs = (config.get("n_latent"), config.get("n_categories"),
+                      config.get("latent_structure", "categorical"), config.get("pairwise"))
+            mine = (n_latent, n_categories, structure, pairwise if structure == "pairwise" else None)
+            if theirs[:3] != mine[:3] or (structure == "pairwise" and theirs[3] != pairwise):
+                raise SystemExit(f"--trained {trained}: a model of (N, K, structure, pairwise) = "
+                                 f"{theirs}, not this side's {mine}")
+            self.model.load_params(checkpoint.params)
+            eps = checkpoint.eps
+        self.step.set_state(0, 0, eps)
 
     def __call__(self, x):
         self.step.batch[...] = x
@@ -128,11 +145,13 @@ PEER_SIDES = ("peer", "peer-structured")
 SIDES = tuple(OUR_SIDES) + PEER_SIDES
 
 
-def _make_side(who, backend_name, n_latent, n_categories, seed, threads, batch_size):
-    """(step function on one batch, peak-bytes function, batch converter) of one side."""
+def _make_side(who, backend_name, n_latent, n_categories, seed, threads, batch_size, trained=None):
+    """(step function on one batch, peak-bytes function, batch converter) of one side; trained:
+    our side's starting checkpoint (OurStepper), the peers' start untrained."""
     if who in OUR_SIDES:
         backend = get_backend(backend_name)
-        stepper = OurStepper(backend, n_latent, n_categories, seed, batch_size, **OUR_SIDES[who])
+        stepper = OurStepper(backend, n_latent, n_categories, seed, batch_size, **OUR_SIDES[who],
+                             trained=trained)
         return stepper, stepper.peak_bytes, backend.asarray
     device = "cuda" if backend_name == "gpu" else "cpu"  # the same device as ours
     if who == "peer":
@@ -148,12 +167,13 @@ def _make_side(who, backend_name, n_latent, n_categories, seed, threads, batch_s
     return peer.train_step, peer.peak_memory_bytes, lambda batch: batch
 
 
-def _worker(connection, who, backend_name, n_latent, n_categories, seed, threads, batch_size):
+def _worker(connection, who, backend_name, n_latent, n_categories, seed, threads, batch_size,
+            trained=None):
     """One side of the race in its own process, so that neither side's idle BLAS/OpenMP threads
     (which spin for a while after each call) steal the cores from the other."""
     images, _ = train_images()
     stepper, peak, convert = _make_side(who, backend_name, n_latent, n_categories, seed, threads,
-                                        batch_size)
+                                        batch_size, trained)
     batches = [convert(images[i * batch_size:(i + 1) * batch_size]) for i in range(100)]
     while True:
         command, start, stop = connection.recv()
@@ -265,7 +285,8 @@ def race(args, n_latent, n_categories, sides=("ours", "peer")):
     for who in sides:
         mine, theirs = context.Pipe()
         process = context.Process(target=_worker, args=(theirs, who, args.backend, n_latent, n_categories,
-                                                        args.seed, args.threads, args.batch_size))
+                                                        args.seed, args.threads, args.batch_size,
+                                                        getattr(args, "trained", None)))
         process.start()
         workers[who] = (mine, process)
     for connection, _ in workers.values():  # warm-up, one side at a time
@@ -490,6 +511,7 @@ def structured_speed(args):
     print(f"batch {args.batch_size}, K = 2, direct estimator, median of {args.steps} steps after "
           f"{args.warmup} warm-up; each side in its own process, alternating in blocks of "
           f"{args.block} steps on the same Fashion-MNIST batches; torch {torch.__version__}; "
+          f"ours from {args.trained or 'an untrained model (eps 1)'}; "
           f"load average at start {_load()}\n")
     print("| N | side | ms/step | p10 - p90 | steps/s | peak MB | peer / this |")
     print("|---|---|---|---|---|---|---|")
@@ -661,6 +683,10 @@ def main():
                         help="structured-quality: read the run folders that already hold "
                              "--epochs epochs instead of training them again")
     parser.add_argument("--json", default="benchmarks/structured_quality.json")
+    parser.add_argument("--trained", default=None,
+                        help="structured-speed: our side's steps start from this checkpoint (the "
+                             "same N and structure; race only the sides it fits) at its eps, so "
+                             "the figure is a trained model's step; the peer starts untrained")
     parser.add_argument("--heatmap", default=None,
                         help="structured-quality: copy the first seed's pairwise.png here")
     args = parser.parse_args()

@@ -3,6 +3,7 @@ unstructured step inside the real loop is benchmarks/profile_step.py's.
 
     python benchmarks/profile_structured.py [--threads 2] [-N 15] [-K 2] [--structure pairwise]
                                       [--pairwise attractive|signed] [--steps 100] [--warmup 10]
+                                      [--checkpoint best.h5] [--eps 1.0] [--prune auto|on|off]
 
 Runs TrainSteps on the embedded Fashion-MNIST (batch 100, direct estimator) on a backend whose
 ops and matrix products time each call, the way dvae_cupy/launches.py counts them: every
@@ -45,6 +46,12 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="BLAS/Numba threads")
+    parser.add_argument("--checkpoint", default=None,
+                        help="start from this checkpoint's parameters (a trained model: how many "
+                             "neighbours pruning skips depends on them); its shape is used")
+    parser.add_argument("--eps", type=float, default=1.0, help="the direct estimator's eps")
+    parser.add_argument("--prune", choices=("auto", "on", "off"), default="auto",
+                        help="the neighbours' pruning (TrainStep's prune: auto = where it can)")
     args = parser.parse_args(argv)
     if args.threads:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -52,6 +59,7 @@ def main(argv=None):
             os.environ[name] = str(args.threads)
     import numpy as np
 
+    from dvae_cupy.api import DiscreteVAE
     from dvae_cupy.backend import Backend, cpu_backend
     from dvae_cupy.data import load_dataset
     from dvae_cupy.estimators import EstimatorConfig
@@ -63,11 +71,18 @@ def main(argv=None):
     plain = cpu_backend()
     backend = Backend(plain.name, Intercepting(plain.xp, timing(log), {"matmul"}),
                       Intercepting(plain.ops, timing(log)))
-    shape = ModelShape(args.latent_vars, args.categories, structure=args.structure,
-                       pairwise=args.pairwise)
-    step = TrainStep(Model(shape, backend, seed=0), EstimatorConfig("direct"), 0,
-                     args.batch_size, 1e-3)
-    step.set_state(0, 0, 1.0)
+    if args.checkpoint:
+        trained = DiscreteVAE.load(args.checkpoint, backend="cpu").model
+        shape, params = trained.shape, trained.params
+    else:
+        shape = ModelShape(args.latent_vars, args.categories, structure=args.structure,
+                           pairwise=args.pairwise)
+    model = Model(shape, backend, seed=0)
+    if args.checkpoint:
+        model.load_params(params)
+    prune = {"auto": None, "on": True, "off": False}[args.prune]
+    step = TrainStep(model, EstimatorConfig("direct"), 0, args.batch_size, 1e-3, prune=prune)
+    step.set_state(0, 0, args.eps)
     images = load_dataset("fashion-mnist").train.astype(np.float32)
     batches = len(images) // args.batch_size
     step_times = []
@@ -84,10 +99,13 @@ def main(argv=None):
     for label, seconds in log:
         calls.setdefault(label, []).append(seconds)
     step_ms = 1e3 * sum(step_times) / args.steps
-    what = f"{args.structure} {args.pairwise}" if args.structure == "pairwise" else "categorical"
+    what = f"pairwise {shape.pairwise}" if shape.is_pairwise else "categorical"
+    what += f", eps {args.eps:g}, pruning {'on' if step.prune else 'off'}"
+    if args.checkpoint:
+        what += f", from {args.checkpoint}"
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"# {machine_name()}, {os.cpu_count()} CPUs, threads={args.threads or 'all'}; "
-          f"N={args.latent_vars} K={args.categories} {what}, batch {args.batch_size}; "
+          f"N={shape.n_latent} K={shape.n_categories} {what}, batch {args.batch_size}; "
           f"{args.steps} steps after {args.warmup} warm-up; load average {load}")
     print(f"# step: mean {step_ms:.2f} ms, median {1e3 * statistics.median(step_times):.2f} ms, "
           f"min {1e3 * min(step_times):.2f} ms")

@@ -369,18 +369,21 @@ def _small_pairwise_model(backend, n_latent, mode, pixels=13, hidden=9, seed=0):
     return model, {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()}
 
 
-def check_structured_step(backend, rng, batch, samples, n_latent, mode="attractive", two_sided=False):
-    """A whole direct step of the pairwise binary model against reference.structured_direct_estimator."""
+def check_structured_step(backend, rng, batch, samples, n_latent, mode="attractive", two_sided=False,
+                          prune=False):
+    """A whole direct step of the pairwise binary model against reference.structured_direct_estimator;
+    prune=True decodes only the neighbours z_dir can need (the CPU's kernels/structured_pruning.py)."""
     model, params = _small_pairwise_model(backend, n_latent, mode)
     x = _binary_images(rng, batch, model.shape.pixels)
-    ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=7)
+    ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=7,
+                        prune=prune)
     seed, counter, eps = 11, 5, 0.5
     device_x, result = _dev(backend, x), {}
     scalars = _scalar(backend, counter, np.uint64), _scalar(backend, eps, np.float32)
 
     def run():
         result["arrays"] = structured_direct_gradients(model, ws, device_x, seed, *scalars, samples,
-                                                       two_sided)
+                                                       two_sided, prune)
 
     def error():
         gumbel = _noise(seed, counter, batch, samples, n_latent, 2)
@@ -602,12 +605,19 @@ CHECKS = [
      STEP_TOLERANCE, [(4, 1, 3), (3, 2, 4)], []),
     ("structured_step_two_sided", lambda b, r, *s: check_structured_step(b, r, *s, two_sided=True),
      STEP_TOLERANCE, [(4, 2, 3)], []),
+    ("structured_step_pruned", lambda b, r, *s: check_structured_step(b, r, *s, prune=True),
+     STEP_TOLERANCE, [(4, 1, 3), (3, 2, 5)], []),
+    ("structured_pruned_signed",
+     lambda b, r, *s: check_structured_step(b, r, *s, mode="signed", prune=True),
+     STEP_TOLERANCE, [(3, 2, 4)], []),
 ]
 CHECK_NAMES = [name for name, *_ in CHECKS]
 # Checks of what only the CPU does (pruning the neighbours: the host sizes each chunk); a
 # backend without the ops runs none of them.
 CPU_ONLY_CHECKS = {"candidate_losses_pruned": "select_neighbours",
-                   "direct_step_pruned": "select_neighbours"}
+                   "direct_step_pruned": "select_neighbours",
+                   "structured_step_pruned": "list_flipped_neighbours",
+                   "structured_pruned_signed": "list_flipped_neighbours"}
 
 
 def _time(backend, case, repeats, warmup=3):

@@ -79,13 +79,19 @@ def direct_gradients(model, ws, x, seed, counter, eps, samples=1, two_sided=Fals
     return ws.recon, ws.kl
 
 
-def structured_direct_gradients(model, ws, x, seed, counter, eps, samples=1, two_sided=False):
+def structured_direct_gradients(model, ws, x, seed, counter, eps, samples=1, two_sided=False,
+                                prune=False):
     """The direct estimator of the pairwise binary model (the published structured algorithm):
     z_opt = arg max_z h(x, z) + Gumbel noise on the unaries, the coordinate-wise candidate
     losses L_i(k) subtracted (times eps) from the perturbed unaries, z_dir their structured arg
     max, and the encoder's unary and pairwise gradients (stat(z_opt) - stat(z_dir)) / eps,
     through the softplus when attractive. The unary KL is reported, not back-propagated, as
-    published. Returns (decoder loss per row, unary KL per image)."""
+    published. Returns (decoder loss per row, unary KL per image).
+    prune (one-sided, the CPU; ws made with prune=True): the neighbours z_dir cannot need are
+    not decoded (kernels/structured_pruning.py); z_dir and every gradient are the unpruned ones."""
+    if prune and two_sided:
+        raise ValueError("pruning bounds the losses from below for z_dir(+eps); the two-sided "
+                         "estimator's z_dir(-eps) needs them all: prune=False")
     ops, shape, st = model.ops, model.shape, ws.structured
     batch, rows = len(x), len(x) * samples
     enc_out = model.encode(x, ws.encoder)
@@ -97,10 +103,14 @@ def structured_direct_gradients(model, ws, x, seed, counter, eps, samples=1, two
     out = model.decode_codes(z_opt, ws.decoder)
     ops.bce_rows(out, model.params["dec_b2"], x, samples, 1.0 / rows, ws.recon, ws.dout)
     model.decoder_hidden_grad(ws.decoder, ws.dout)
-    model.candidate_losses(x, z_opt, samples, ws.recon, ws.decoder, ws.candidates, ws.losses)
+    if prune:
+        z_dir = model.pruned_structured_direct_codes(x, z_opt, samples, ws.recon, ws.decoder,
+                                                     ws.candidates, ws.losses, st, eps, 1.0 / rows)
+    else:
+        model.candidate_losses(x, z_opt, samples, ws.recon, ws.decoder, ws.candidates, ws.losses)
+        ops.shift_unaries(st.perturbed, ws.losses, eps, False, st.shifted)
+        z_dir = model.structured_argmax(st.shifted, pairwise, samples, st.codes_dir)
     ops.softmax_kl(unary, 2, 0.0, ws.kl, st.kl_grad)
-    ops.shift_unaries(st.perturbed, ws.losses, eps, False, st.shifted)
-    z_dir = model.structured_argmax(st.shifted, pairwise, samples, st.codes_dir)
     base = z_opt
     if two_sided:
         ops.shift_unaries(st.perturbed, ws.losses, eps, True, st.shifted)
@@ -162,7 +172,7 @@ def estimator_gradients(model, config, ws, x, seed, counter, eps, tau, prune=Fal
     prune: the direct estimator's pruning of its N > 1 neighbours (direct_gradients)."""
     if config.name == "direct" and model.shape.is_pairwise:
         return structured_direct_gradients(model, ws, x, seed, counter, eps, config.gumbel_samples,
-                                           config.two_sided)
+                                           config.two_sided, prune)
     if config.name == "direct":
         return direct_gradients(model, ws, x, seed, counter, eps, config.gumbel_samples,
                                 config.two_sided, config.kl_backprop, prune)
@@ -174,9 +184,9 @@ def estimator_gradients(model, config, ws, x, seed, counter, eps, tau, prune=Fal
 
 def can_prune(backend, shape, config):
     """Whether the direct estimator's neighbours can be pruned here: the CPU (the host sizes each
-    chunk), independent categoricals with N > 1, one-sided."""
+    chunk), one-sided, N > 1 (independent categoricals or the pairwise model)."""
     return (backend.name == "cpu" and config.name == "direct" and not config.two_sided
-            and shape.n_latent > 1 and not shape.is_pairwise)
+            and shape.n_latent > 1)
 
 
 def batch_loss(recon, kl):

@@ -189,6 +189,13 @@ class Model:
         solve(scores, pairwise, samples, codes)
         return codes
 
+    def structured_argmax_listed(self, scores, pairwise, samples, rows, count, codes):
+        """structured_argmax for rows[:count] only (the CPU: the pruning's re-solves)."""
+        attractive = self.shape.pairwise == "attractive"
+        solve = self.ops.mincut_argmax_listed if attractive else self.ops.enumeration_argmax_listed
+        solve(scores, pairwise, samples, rows, count, codes)
+        return codes
+
     def encoder_backward(self, x, encoder, dlogits):
         """Fills the 4 encoder gradients from dL/dlogits (B, N*K), at encode's `encoder`."""
         self._mlp_backward(x, encoder, dlogits, "enc")
@@ -260,6 +267,56 @@ class Model:
                                           losses, pruning)
         self.ops.store_sampled_losses(sampled_losses, codes, self.shape.n_categories, losses)
         return losses
+
+    def pruned_structured_direct_codes(self, x, codes, samples, sampled_losses, decoder,
+                                       neighbours, losses, structured, eps, grad_scale):
+        """The pairwise model's z_dir(+eps) into structured.codes_dir, decoding only the
+        neighbours it can need (kernels/structured_pruning.py): the same codes as
+        candidate_losses, shift_unaries and structured_argmax. `losses` ends with the decoded
+        neighbours' losses and the other neighbours' lower bounds. The CPU, one-sided; needs
+        decoder.dhidden (decoder_hidden_grad) and neighbours allocated with prune=True."""
+        p, ops, nb, st = self.params, self.ops, neighbours, structured
+        self._neighbour_linear_parts(x, samples, nb)
+        ops.prune_rows(decoder.hidden, decoder.dhidden, p["dec_w2"], p["dec_b2"], grad_scale,
+                       nb.margin_w, nb.margin_m, nb.v_z)
+        ops.neighbour_loss_bounds(decoder.pre, p["dec_w1"], codes, nb.u, decoder.dhidden,
+                                  nb.margin_w, nb.margin_m, nb.v_z, sampled_losses, grad_scale,
+                                  nb.hidden[:1], losses, nb.decoded_mask)
+        trial = st.codes_dir
+        ops.shift_unaries(st.perturbed, losses, eps, False, st.shifted)
+        ops.single_flip_codes(st.shifted, st.pairwise, samples, codes, trial)
+        decoded, _ = self._decode_flipped_neighbours(codes, trial, decoder, nb, losses)
+        ops.shift_unaries(st.perturbed, losses, eps, False, st.shifted)
+        self.structured_argmax(st.shifted, st.pairwise, samples, trial)
+        while True:  # decode what the solved rows flip undecoded, then solve those rows again
+            count, rows = self._decode_flipped_neighbours(codes, trial, decoder, nb, losses)
+            decoded += count
+            if rows == 0:
+                break
+            ops.shift_unaries(st.perturbed, losses, eps, False, st.shifted)
+            self.structured_argmax_listed(st.shifted, st.pairwise, samples, nb.rows, rows, trial)
+        total = candidate_count(len(codes), self.shape.n_latent, 2)
+        nb.decoded += decoded
+        nb.skipped += total - decoded
+        return trial
+
+    def _decode_flipped_neighbours(self, codes, trial, decoder, nb, losses):
+        """The exact losses of the neighbours `trial` flips that are not decoded yet, into
+        `losses`; returns (how many, how many rows: nb.rows[:rows])."""
+        p, xp, ops = self.params, self.xp, self.ops
+        total = candidate_count(len(codes), self.shape.n_latent, 2)
+        start = rows = decoded = 0
+        while start < total:
+            count, start, rows = ops.list_flipped_neighbours(
+                decoder.pre, p["dec_w1"], codes, trial, nb.u, start, nb.hidden, nb.linear,
+                nb.ids, nb.decoded_mask, nb.rows, rows)
+            if count:
+                out = nb.out[:count]
+                xp.matmul(nb.hidden[:count], p["dec_w2"], out=out)
+                ops.store_listed_candidate_losses(out, p["dec_b2"], nb.linear[:count],
+                                                  nb.linear_b2, codes, 2, nb.ids[:count], losses)
+            decoded += count
+        return decoded, rows
 
     def all_code_losses(self, x, all_codes, samples, losses):
         """N = 1: losses[b*M + m, k] = L(x_b, code k) for all K codes. The K codes are shared by

@@ -43,7 +43,8 @@ class TrainStep:
 
     def __init__(self, model, estimator_config, seed, batch_size, lr, chunk=None, prune=None):
         """prune: skip the direct estimator's N > 1 neighbours that cannot be z_dir(+eps)
-        (kernels/neighbour_pruning.py; z_dir is unchanged). None: wherever it can (the CPU,
+        (kernels/neighbour_pruning.py, for the pairwise model kernels/structured_pruning.py;
+        z_dir is unchanged). None: wherever it can (the CPU,
         one-sided, N > 1: estimators.can_prune); True where it cannot is an error."""
         xp = model.xp
         self.model, self.config, self.seed, self.lr = model, estimator_config, int(seed), lr
@@ -51,7 +52,7 @@ class TrainStep:
         possible = can_prune(model.backend, model.shape, estimator_config)
         if prune and not possible:
             raise ValueError("prune needs the cpu backend and the one-sided direct estimator with "
-                             "N > 1 independent categoricals")
+                             "N > 1 (independent categoricals or the pairwise model)")
         self.prune = possible if prune is None else bool(prune)
         if chunk is None:
             chunk = candidate_chunk(model.backend, model.shape, batch_size * samples)

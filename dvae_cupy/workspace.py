@@ -97,6 +97,9 @@ class NeighbourArrays:
         margin_w   (R, H)   per-row weights of the rounding margin
         margin_m   (R,) float64   per-row constant of the margin
         v_z        (R,) float64   the tangent at the sampled code, dhidden . hidden
+        decoded_mask (R, N) uint8  the pairwise model's: which neighbours a step has decoded
+        rows       (R,) int32  the pairwise model's: the rows a pruning round re-solves
+        (kernels/structured_pruning.py)
     and two host counts over the arrays' life: `decoded` and `skipped` neighbours.
     """
     u: object
@@ -108,11 +111,13 @@ class NeighbourArrays:
     margin_w: object = None
     margin_m: object = None
     v_z: object = None
+    decoded_mask: object = None
+    rows: object = None
     decoded: int = 0
     skipped: int = 0
 
     @classmethod
-    def allocate(cls, xp, rows, hidden, pixels, chunk, prune=False):
+    def allocate(cls, xp, rows, n_latent, hidden, pixels, chunk, prune=False):
         arrays = cls(xp.zeros((rows, hidden), np.float32), xp.zeros(rows, np.float32),
                      xp.zeros((chunk, hidden), np.float32), xp.zeros((chunk, pixels), np.float32),
                      xp.zeros(chunk, np.float32))
@@ -120,6 +125,8 @@ class NeighbourArrays:
             arrays.ids = xp.zeros(chunk, np.int32)
             arrays.margin_w = xp.zeros((rows, hidden), np.float32)
             arrays.margin_m, arrays.v_z = xp.zeros(rows), xp.zeros(rows)
+            arrays.decoded_mask = xp.zeros((rows, n_latent), np.uint8)
+            arrays.rows = xp.zeros(rows, np.int32)
         return arrays
 
     @property
@@ -168,7 +175,7 @@ def candidate_arrays(xp, shape, batch, samples, chunk, prune=False):
     if shape.n_latent == 1:
         return AllCodeArrays.allocate(xp, batch, shape.n_categories, shape.hidden, shape.pixels)
     total = candidate_count(batch * samples, shape.n_latent, shape.n_categories)
-    return NeighbourArrays.allocate(xp, batch * samples, shape.hidden, shape.pixels,
+    return NeighbourArrays.allocate(xp, batch * samples, shape.n_latent, shape.hidden, shape.pixels,
                                     max(1, min(total, chunk)), prune)
 
 

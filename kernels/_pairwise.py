@@ -16,7 +16,7 @@ import numpy as np
 from ._checks import check_array
 
 __all__ = ["pair_count", "pair_index", "pair_of", "check_count", "check_solver_args",
-           "check_host_potentials", "check_eps_array", "check_eps_value"]
+           "check_host_potentials", "check_listed_rows", "check_eps_array", "check_eps_value"]
 
 
 def pair_count(n_vars):
@@ -64,6 +64,17 @@ def check_solver_args(unary, pairwise, M, codes, max_vars, why):
     check_array("pairwise", pairwise, np.float32, shape=(B, pair_count(N)))
     check_array("codes", codes, np.int32, shape=(R, N))
     return B, R, N
+
+
+def check_listed_rows(rows, count, R):
+    """rows[:count]: distinct row numbers in [0, R) (int32), for the solvers' listed variants."""
+    check_array("rows", rows, np.int32, ndim=1)
+    if int(count) != count or not 0 <= count <= len(rows):
+        raise ValueError(f"count must be an integer in [0, {len(rows)}], got {count!r}")
+    listed = np.asarray(rows[:int(count)])
+    if listed.size and (listed.min() < 0 or listed.max() >= R):
+        raise ValueError(f"rows[:count] must be row numbers in [0, {R}), got {listed.min()} .. "
+                         f"{listed.max()}")
 
 
 def check_host_potentials(unary, pairwise, attractive):

@@ -64,6 +64,7 @@ from .bce import softplus_row_sum
 from .candidates import candidate_count, candidate_slot, neighbour_partial, slot_value
 
 __all__ = ["prune_rows", "select_neighbours", "store_listed_candidate_losses", "MARGIN_FACTOR",
+           "loss_lower_bound", "neighbour_row", "bound_dots", "check_grad_scale", "gamma",
            "rounding_margin_constants"]
 
 MARGIN_FACTOR = 2.0
@@ -71,15 +72,15 @@ _U = 2.0 ** -24
 _INF = np.float32(np.inf)
 
 
-def _gamma(n):
+def gamma(n):
     return n * _U / (1.0 - n * _U)
 
 
 def rounding_margin_constants(hidden, pixels):
     """(c for a neighbour's loss, c for the sampled row's loss, gamma_H, gamma_D, gamma_{H+2})."""
-    neighbour = _gamma(hidden + 2) + _gamma(pixels + hidden + 1) + _gamma(pixels) + 18 * _U
-    sampled = _gamma(hidden + 2) + 9 * _U
-    return neighbour, sampled, _gamma(hidden), _gamma(pixels), _gamma(hidden + 2)
+    neighbour = gamma(hidden + 2) + gamma(pixels + hidden + 1) + gamma(pixels) + 18 * _U
+    sampled = gamma(hidden + 2) + 9 * _U
+    return neighbour, sampled, gamma(hidden), gamma(pixels), gamma(hidden + 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ def _check_rows(hidden, dhidden, weight, bias, margin_w, margin_m, v_z):
     check_array("v_z", v_z, np.float64, shape=(R,))
 
 
-def _check_grad_scale(grad_scale):
+def check_grad_scale(grad_scale):
     if not (math.isfinite(grad_scale) and grad_scale > 0):
         raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
     return np.float32(grad_scale)
@@ -153,18 +154,32 @@ def _check_listed(cand_out, bias, linear, linear_b2, codes, K, ids, losses):
 # ---------------------------------------------------------------------------------------------
 # Per-row parts of the margin
 
-@numba.njit(cache=CACHE, error_model="numpy")
+# prune_rows' float64 sums are re-associated so the loops run in vector lanes (per step the
+# weight pass is H x D, the rows' R x H): a sum of n float64 terms in any order is within
+# n 2^-53 of its value relative to the sum of |terms|, which is ~1e9 times below the float32
+# gamma_n the margin allows for the same sums (and a is rounded up by 1 + 2^-30 besides).
+@numba.njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy")
+def weight_row_norms(weight, a, w_max):
+    """a[j] = sum_d |W2_jd| (rounded up) and w_max[j] = max_d |W2_jd|, in float64."""
+    for j in range(weight.shape[0]):
+        total = 0.0
+        largest = np.float32(0.0)  # a max of float32 values is exact in float32
+        for d in range(weight.shape[1]):
+            w = abs(weight[j, d])
+            total += np.float64(w)
+            largest = w if w > largest else largest
+        a[j] = total * (1.0 + 2.0 ** -30)
+        w_max[j] = largest
+
+
+@numba.njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy")
 def prune_rows_loop(hidden, dhidden, weight, bias, grad_scale, c_neighbour, c_sampled, gamma_h,
                     gamma_d, gamma_h2, margin_w, margin_m, v_z):
     R, H = hidden.shape
     D = weight.shape[1]
-    a = np.zeros(H)        # |W2| 1
-    w_max = np.zeros(H)    # max_d |W2_jd|
-    for j in range(H):
-        for d in range(D):
-            w = abs(np.float64(weight[j, d]))
-            a[j] += w
-            w_max[j] = max(w_max[j], w)
+    a = np.empty(H)        # |W2| 1
+    w_max = np.empty(H)    # max_d |W2_jd|
+    weight_row_norms(weight, a, w_max)
     b_l1, b_inf = 0.0, 0.0
     for d in range(D):
         b_l1 += abs(np.float64(bias[d]))
@@ -194,7 +209,7 @@ def prune_rows(hidden, dhidden, weight, bias, grad_scale, margin_w, margin_m, v_
     docstring); grad_scale: the float32 scale bce_rows applied to the sampled rows' gradient."""
     _check_rows(hidden, dhidden, weight, bias, margin_w, margin_m, v_z)
     constants = rounding_margin_constants(hidden.shape[1], weight.shape[1])
-    prune_rows_loop(hidden, dhidden, weight, bias, _check_grad_scale(grad_scale), *constants,
+    prune_rows_loop(hidden, dhidden, weight, bias, check_grad_scale(grad_scale), *constants,
                     margin_w, margin_m, v_z)
 
 
@@ -221,6 +236,16 @@ def bound_dots(dhidden, margin_w, r, hidden, c):
     return delta, margin
 
 
+@numba.njit(inline="always")
+def loss_lower_bound(sampled, dot, dmargin, v_z, margin_m, s, margin_factor, gamma_h):
+    """A float32 L_low <= the neighbour's computed loss: the tangent at the sampled code
+    (sampled + (dot - v_z) / s, dot = dhidden . hidden') minus the rounding margin, rounded down."""
+    margin = margin_factor * (np.float64(dmargin) * (1.0 + 2.0 * gamma_h) + margin_m)
+    low = np.float64(sampled) + (np.float64(dot) - v_z) / s - margin
+    low -= abs(low) * 2.0 ** -22
+    return np.float32(low)
+
+
 @numba.njit(cache=CACHE, error_model="numpy")
 def select_neighbours_loop(pre, weight, codes, K, u, dhidden, margin_w, margin_m, v_z, sampled,
                            logits, gumbel, M, eps, grad_scale, margin_factor, gamma_h, start,
@@ -242,11 +267,8 @@ def select_neighbours_loop(pre, weight, codes, K, u, dhidden, margin_w, margin_m
         c0 = n * K
         lin = neighbour_row(pre, weight, u, r, c0 + z, c0 + k, count, hidden)
         dot, dmargin = bound_dots(dhidden, margin_w, r, hidden, count)
-        # L_low <= the computed loss: tangent minus the rounding margin, then rounded down
-        margin = margin_factor * (np.float64(dmargin) * (1.0 + 2.0 * gamma_h) + margin_m[r])
-        low = np.float64(sampled[r]) + (np.float64(dot) - v_z[r]) / s - margin
-        low -= abs(low) * 2.0 ** -22
-        low32 = np.float32(low)
+        low32 = loss_lower_bound(sampled[r], dot, dmargin, v_z[r], margin_m[r], s,
+                                 margin_factor, gamma_h)
         # the arg max kernel's float32 operations, for k at L_low and for the sampled value
         v_low = (logits[b, c0 + k] + gumbel[r, c0 + k]) - e * low32
         v_z_value = (logits[b, c0 + z] + gumbel[r, c0 + z]) - e * sampled[r]
@@ -268,8 +290,8 @@ def select_neighbours(pre, weight, codes, K, u, dhidden, margin_w, margin_m, v_z
                   gumbel, M, eps, start, hidden, linear, ids, losses)
     count, stop = select_neighbours_loop(
         pre, weight, codes, np.int32(K), u, dhidden, margin_w, margin_m, v_z, sampled, logits,
-        gumbel, np.int32(M), eps, _check_grad_scale(grad_scale), MARGIN_FACTOR,
-        _gamma(pre.shape[1]), np.int64(start), hidden, linear, ids, losses)
+        gumbel, np.int32(M), eps, check_grad_scale(grad_scale), MARGIN_FACTOR,
+        gamma(pre.shape[1]), np.int64(start), hidden, linear, ids, losses)
     return int(count), int(stop)
 
 

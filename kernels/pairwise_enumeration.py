@@ -7,6 +7,8 @@ structured_argmax_enumerate in dvae_cupy/reference.py).
       unary (R, 2N) float32 (perturbed unaries, row r = b*M + m), pairwise (B, P) float32,
       codes (R, N) int32; N <= ENUMERATION_MAX_VARS = 20: the work is 2^N codes per row
       (2^20 = 1M codes already takes ~0.1 s per row on one CPU core).
+  enumeration_argmax_listed(unary, pairwise, M, rows, count, codes)
+      the same for rows[:count] only (CPU: the structured pruning's re-solves)
 
 Scores are relative to z = 0: S(z) = sum_i a_i z_i + sum_{i<j} w_ij z_i z_j with
 a_i = phi_i(1) - phi_i(0), in float64 from the float32 inputs. The lowest low = min(N, 4)
@@ -26,8 +28,10 @@ the separate ops do): every target returns the same codes.
 
   low_bits, gray_chunk_bits, better   scalar bodies (every target)
   setup, low_table, best_of_chunks    bodies compiled twice (CPU @njit inline, CUDA device)
+  enumeration_row              one row on one thread (inlined into both CPU loops)
   enumeration_argmax_loop      CPU @njit loop over the rows, work arrays allocated once per call
   enumeration_argmax           CPU twin: the launcher's arguments, checked (values too)
+  enumeration_argmax_listed    CPU only: rows[:count] only (the structured pruning's re-solves)
   enumeration_argmax_kernel    CUDA: one block per row, one thread per chunk; a row with
                                non-finite potentials gets codes -1 (no sync to check values)
   enumeration_argmax_cuda      launcher (see kernels/_cuda.py), never synchronises
@@ -40,9 +44,9 @@ from numba import types
 
 from ._compile import CACHE
 from ._cuda import as_device_view, cuda, current_stream
-from ._pairwise import check_host_potentials, check_solver_args, pair_index
+from ._pairwise import check_host_potentials, check_listed_rows, check_solver_args, pair_index
 
-__all__ = ["enumeration_argmax", "enumeration_argmax_cuda", "ENUMERATION_MAX_VARS",
+__all__ = ["enumeration_argmax", "enumeration_argmax_listed", "enumeration_argmax_cuda", "ENUMERATION_MAX_VARS",
            "CUDA_KERNELS"]
 
 ENUMERATION_MAX_VARS = 20
@@ -179,20 +183,33 @@ best_of_chunks, best_of_chunks_cuda = _cpu(_best_of_chunks), _gpu(_best_of_chunk
 # ---------------------------------------------------------------------------------------------
 # CPU twin
 
+@numba.njit(inline="always")
+def enumeration_row(unary, pairwise, M, r, a, w, table, field, cross, codes):
+    """Row r's codes, on one thread (work arrays: the loop's)."""
+    N = codes.shape[1]
+    setup(unary, pairwise, r, r // M, N, 0, 1, a, w)
+    low_table(a, w, N, 0, 1, table)
+    _, code = best_of_chunks(a, w, table, N, 0, 1, field, cross)
+    for i in range(N):
+        codes[r, i] = (code >> i) & 1
+
+
 @numba.njit(cache=CACHE)
 def enumeration_argmax_loop(unary, pairwise, M, codes):
     R, N = codes.shape
-    a = np.empty(N)
-    w = np.empty(N * N)
-    table = np.empty(LOW_CODES)
-    field = np.empty(N)
-    cross = np.empty(LOW_CODES)
+    a, w, field = np.empty(N), np.empty(N * N), np.empty(N)
+    table, cross = np.empty(LOW_CODES), np.empty(LOW_CODES)
     for r in range(R):
-        setup(unary, pairwise, r, r // M, N, 0, 1, a, w)
-        low_table(a, w, N, 0, 1, table)
-        _, code = best_of_chunks(a, w, table, N, 0, 1, field, cross)
-        for i in range(N):
-            codes[r, i] = (code >> i) & 1
+        enumeration_row(unary, pairwise, M, r, a, w, table, field, cross, codes)
+
+
+@numba.njit(cache=CACHE)
+def enumeration_argmax_listed_loop(unary, pairwise, M, rows, count, codes):
+    N = codes.shape[1]
+    a, w, field = np.empty(N), np.empty(N * N), np.empty(N)
+    table, cross = np.empty(LOW_CODES), np.empty(LOW_CODES)
+    for c in range(count):
+        enumeration_row(unary, pairwise, M, rows[c], a, w, table, field, cross, codes)
 
 
 def enumeration_argmax(unary, pairwise, M, codes):
@@ -200,6 +217,15 @@ def enumeration_argmax(unary, pairwise, M, codes):
     check_solver_args(unary, pairwise, M, codes, ENUMERATION_MAX_VARS, _WHY_MAX)
     check_host_potentials(unary, pairwise, attractive=False)
     enumeration_argmax_loop(unary, pairwise, np.int32(M), codes)
+
+
+def enumeration_argmax_listed(unary, pairwise, M, rows, count, codes):
+    """CPU: enumeration_argmax for rows[:count] only (the other rows of codes are left as they
+    are); the same arithmetic row by row. CPU only: the structured pruning's re-solves."""
+    check_solver_args(unary, pairwise, M, codes, ENUMERATION_MAX_VARS, _WHY_MAX)
+    check_listed_rows(rows, count, len(codes))
+    check_host_potentials(unary, pairwise, attractive=False)
+    enumeration_argmax_listed_loop(unary, pairwise, np.int32(M), rows, np.int64(count), codes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ dvae_cupy/reference.py; the truth is structured_argmax_enumerate).
       codes[r] = arg max_z sum_i unary[r, 2i + z_i] + sum_{i<j} pairwise[r // M, p(i,j)] z_i z_j
       unary (R, 2N) float32 (perturbed unaries, row r = b*M + m), pairwise (B, P) float32 >= 0,
       codes (R, N) int32. N <= MINCUT_MAX_VARS.
+  mincut_argmax_listed(unary, pairwise, M, rows, count, codes)
+      the same for rows[:count] only (CPU: the structured pruning's re-solves)
 
 The graph (reference.mincut_argmax_one explains the construction): N + 2 nodes, node i on the
 source side iff z_i = 1; source -> i with capacity -c_i where c_i < 0, i -> sink with capacity
@@ -16,8 +18,9 @@ edges into the source and out of the sink are never on an augmenting path and ar
 Algorithm: a greedy feasible flow along the paths source -> i -> j -> sink, then Edmonds-Karp
 (shortest augmenting paths) from it; exact and deterministic. Each search is
 level-synchronous: node v joins level d + 1 with parent = the smallest-numbered node u of level d
-with residual(u, v) > 0, so the CPU loop and a CUDA block (threads over the nodes) build the
-same tree and push the same flows in the same order: identical codes on every target.
+with residual(u, v) > 0, so the CPU loop (on a dense residual matrix, below) and a CUDA block
+(threads over the nodes, on the slot array) build the same tree and push the same flows in the
+same order: identical codes on every target.
 Arithmetic is float64 on float32 inputs: the cut is exact to ~1e-13 of the scores. The
 bottleneck edge's residual becomes exactly 0 (x - x) and any other stays > 0 (a float
 difference r - b with r > b is never 0), so the residual graph has exactly the edges exact
@@ -25,13 +28,17 @@ arithmetic would give it on these values and the Edmonds-Karp bound of O(V E) au
 holds. The codes are the nodes the last search reached: the source side of the minimum cut (on
 ties, the maximiser with the fewest ones; tests exclude ties).
 
-Pieces (one body compiled twice, as kernels/_cuda.py prescribes for array-taking bodies):
-  edge_slot               scalar body: where edge u -> v's residual capacity is kept
-  setup, push_two_hop_paths, reset_levels, discover, augment, write_codes
-                          the phases (setup, discover and the writes for the nodes first,
-                          first + stride, ...: CPU 0, 1; CUDA thread, block size)
+Pieces:
+  edge_slot               scalar body: where edge u -> v's residual capacity is kept (CUDA)
+  _setup, _push_two_hop_paths, _reset_levels, _discover, _augment, _write_codes
+                          the CUDA block's phases on the slot array (setup, discover and the
+                          writes for the nodes thread, thread + block size, ...), compiled as
+                          device functions (*_cuda)
+  dense_setup, dense_push_two_hop_paths, dense_search, dense_augment, mincut_row
+                          the CPU's phases on a dense residual matrix (see below), one row
   mincut_argmax_loop      CPU @njit loop over the rows, work arrays allocated once per call
   mincut_argmax           CPU twin: the launcher's arguments, checked (values too: host memory)
+  mincut_argmax_listed    CPU only: the listed rows
   mincut_argmax_kernel    CUDA: one block of min(32, N + 2) threads per row, graph in shared
                           memory (the codes do not depend on the thread count);
                           a row with non-finite unaries or a negative / non-finite pairwise
@@ -46,9 +53,9 @@ from numba import types
 
 from ._compile import CACHE
 from ._cuda import as_device_view, cuda, current_stream
-from ._pairwise import check_host_potentials, check_solver_args, pair_index
+from ._pairwise import check_host_potentials, check_listed_rows, check_solver_args, pair_index
 
-__all__ = ["mincut_argmax", "mincut_argmax_cuda", "MINCUT_MAX_VARS", "CUDA_KERNELS"]
+__all__ = ["mincut_argmax", "mincut_argmax_listed", "mincut_argmax_cuda", "MINCUT_MAX_VARS", "CUDA_KERNELS"]
 
 MINCUT_MAX_VARS = 64  # the CUDA block's graph lives in fixed-size shared memory (~34 KB at 64)
 MINCUT_MAX_PAIRS = MINCUT_MAX_VARS * (MINCUT_MAX_VARS - 1) // 2
@@ -176,40 +183,146 @@ def _write_codes(r, N, first, stride, level, codes):
         codes[r, i] = 1 if level[i] >= 0 else 0
 
 
-_cpu = numba.njit(inline="always")
 _gpu = cuda.jit(device=True, inline="always")
-setup, setup_cuda = _cpu(_setup), _gpu(_setup)
-push_two_hop_paths, push_two_hop_paths_cuda = _cpu(_push_two_hop_paths), _gpu(_push_two_hop_paths)
-reset_levels, reset_levels_cuda = _cpu(_reset_levels), _gpu(_reset_levels)
-discover, discover_cuda = _cpu(_discover), _gpu(_discover)
-augment, augment_cuda = _cpu(_augment), _gpu(_augment)
-write_codes, write_codes_cuda = _cpu(_write_codes), _gpu(_write_codes)
+setup_cuda, push_two_hop_paths_cuda = _gpu(_setup), _gpu(_push_two_hop_paths)
+reset_levels_cuda, discover_cuda = _gpu(_reset_levels), _gpu(_discover)
+augment_cuda, write_codes_cuda = _gpu(_augment), _gpu(_write_codes)
 
 
 # ---------------------------------------------------------------------------------------------
 # CPU twin
 
+# The CPU keeps a row's residual capacities in a dense (N+2) x (N+2) matrix (cap[u*V + v], V =
+# N + 2) and each search level's nodes in a list, instead of the CUDA kernel's slot array and
+# level scan: a residual is one load, not an edge_slot branch, and a level looks only at the
+# previous level's nodes (about twice as fast on a row of N = 15). The decisions and the
+# arithmetic are the slot bodies' to the operation: the same capacities (the half sums added in
+# the same node order), the same two-hop pushes, the same parents (the first node of level d in
+# node order), the same bottlenecks; edges into the source, out of the sink and from a node to
+# itself stay 0, as the slot layout does not keep them. So the CPU's codes are the CUDA kernel's
+# (tests/cudasim/test_pairwise_mincut_cuda.py compares them, ties included).
+
+@numba.njit(inline="always")
+def dense_setup(unary, pairwise, r, b, N, half_sums, cap):
+    """Row r's capacities into cap (every other entry 0)."""
+    V = N + 2
+    cap[:] = 0.0
+    half_sums[:] = 0.0
+    p = 0
+    for i in range(N):  # pair (i, j) adds to node j after every (i' < i, j) and before (j, k > j)
+        for j in range(i + 1, N):
+            half = 0.5 * np.float64(pairwise[b, p])
+            half_sums[i] += half
+            half_sums[j] += half
+            cap[i * V + j] = half
+            cap[j * V + i] = half
+            p += 1
+    for i in range(N):
+        c = -((np.float64(unary[r, 2 * i + 1]) - np.float64(unary[r, 2 * i])) + half_sums[i])
+        cap[N * V + i] = -c if c < 0.0 else 0.0
+        cap[i * V + N + 1] = c if c > 0.0 else 0.0
+
+
+@numba.njit(inline="always")
+def dense_push_two_hop_paths(N, cap):
+    V = N + 2
+    source, sink = N * V, N + 1
+    for i in range(N):
+        for j in range(N):
+            if cap[source + i] <= 0.0:
+                break
+            if j != i and cap[j * V + sink] > 0.0:
+                flow = min(cap[source + i], cap[j * V + sink], cap[i * V + j])
+                if flow > 0.0:
+                    cap[source + i] -= flow
+                    cap[j * V + sink] -= flow
+                    cap[i * V + j] -= flow
+                    cap[j * V + i] += flow
+
+
+@numba.njit(inline="always")
+def dense_search(N, cap, level, parent, frontier):
+    """One level-synchronous search from the source; returns True if it reached the sink."""
+    V = N + 2
+    for v in range(V):
+        level[v] = -1
+    level[N] = 0
+    frontier[0] = N
+    width = 1
+    d = 0
+    while True:
+        found = 0
+        for v in range(V):
+            if level[v] < 0:
+                for f in range(width):
+                    u = frontier[f]
+                    if cap[u * V + v] > 0.0:
+                        level[v] = d + 1
+                        parent[v] = u
+                        if v == N + 1:
+                            found = 2
+                        elif found == 0:
+                            found = 1
+                        break
+        if found != 1:
+            return found == 2
+        d += 1
+        width = 0
+        for v in range(V):
+            if level[v] == d:
+                frontier[width] = v
+                width += 1
+
+
+@numba.njit(inline="always")
+def dense_augment(N, cap, parent):
+    V = N + 2
+    bottleneck = math.inf
+    v = N + 1
+    while v != N:
+        u = parent[v]
+        bottleneck = min(bottleneck, cap[u * V + v])
+        v = u
+    v = N + 1
+    while v != N:
+        u = parent[v]
+        cap[u * V + v] -= bottleneck
+        if u != N and v != N + 1:  # edges into the source and out of the sink are not kept
+            cap[v * V + u] += bottleneck
+        v = u
+
+
+@numba.njit(inline="always")
+def mincut_row(unary, pairwise, M, r, work, level, parent, frontier, codes):
+    """Row r's codes, on one thread; work: N + (N+2)^2 float64 (the half sums, then cap)."""
+    N = codes.shape[1]
+    half_sums, cap = work[:N], work[N:]
+    dense_setup(unary, pairwise, r, r // M, N, half_sums, cap)
+    dense_push_two_hop_paths(N, cap)
+    while dense_search(N, cap, level, parent, frontier):
+        dense_augment(N, cap, parent)
+    for i in range(N):
+        codes[r, i] = 1 if level[i] >= 0 else 0
+
+
+@numba.njit(inline="always")
+def _work_arrays(N):
+    return (np.empty(N + (N + 2) ** 2), np.empty(N + 2, np.int32), np.empty(N + 2, np.int32),
+            np.empty(N + 2, np.int32))
+
+
 @numba.njit(cache=CACHE)
 def mincut_argmax_loop(unary, pairwise, M, codes):
-    R, N = codes.shape
-    P = pairwise.shape[1]
-    graph = np.empty(2 * N + 2 * P)
-    level = np.empty(N + 2, np.int32)
-    parent = np.empty(N + 2, np.int32)
-    for r in range(R):
-        setup(unary, pairwise, r, r // M, N, 0, 1, graph)
-        push_two_hop_paths(N, P, graph)
-        while True:
-            reset_levels(N, 0, 1, level)
-            d = 0
-            found = discover(d, N, P, 0, 1, graph, level, parent)
-            while found == 1:
-                d += 1
-                found = discover(d, N, P, 0, 1, graph, level, parent)
-            if found == 0:
-                break
-            augment(N, P, graph, parent)
-        write_codes(r, N, 0, 1, level, codes)
+    work, level, parent, frontier = _work_arrays(codes.shape[1])
+    for r in range(codes.shape[0]):
+        mincut_row(unary, pairwise, M, r, work, level, parent, frontier, codes)
+
+
+@numba.njit(cache=CACHE)
+def mincut_argmax_listed_loop(unary, pairwise, M, rows, count, codes):
+    work, level, parent, frontier = _work_arrays(codes.shape[1])
+    for c in range(count):
+        mincut_row(unary, pairwise, M, rows[c], work, level, parent, frontier, codes)
 
 
 def mincut_argmax(unary, pairwise, M, codes):
@@ -217,6 +330,16 @@ def mincut_argmax(unary, pairwise, M, codes):
     check_solver_args(unary, pairwise, M, codes, MINCUT_MAX_VARS, _WHY_MAX)
     check_host_potentials(unary, pairwise, attractive=True)
     mincut_argmax_loop(unary, pairwise, np.int32(M), codes)
+
+
+def mincut_argmax_listed(unary, pairwise, M, rows, count, codes):
+    """CPU: mincut_argmax for rows[:count] only (the other rows of codes are left as they are);
+    the same arithmetic row by row, so a listed row's codes are mincut_argmax's. CPU only: the
+    structured pruning (kernels/structured_pruning.py) re-solves the rows it changed."""
+    check_solver_args(unary, pairwise, M, codes, MINCUT_MAX_VARS, _WHY_MAX)
+    check_listed_rows(rows, count, len(codes))
+    check_host_potentials(unary, pairwise, attractive=True)
+    mincut_argmax_listed_loop(unary, pairwise, np.int32(M), rows, np.int64(count), codes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dvae_cupy.kernels import candidates, neighbour_pruning
 from dvae_cupy.model import Model, ModelShape
 from dvae_cupy.step import TrainStep
 from dvae_cupy.workspace import TrainWorkspace
+from pruning_runs import real_steps_both_ways
 
 CPU = cpu_backend()
 
@@ -152,18 +153,7 @@ def test_the_lower_bound_holds_with_room_for_every_neighbour():
 
 
 def test_a_few_real_steps_are_bit_identical_and_skip_most_neighbours():
-    from dvae_cupy.data import load_dataset
-
-    images = load_dataset("fashion-mnist").train[:400].astype(np.float32)
-    runs = []
-    for prune in (True, False):
-        model = Model(ModelShape(20, 10), CPU, seed=1)
-        step = TrainStep(model, EstimatorConfig(), 1, 100, 1e-3, prune=prune)
-        step.set_state(0, 0, 1.0)
-        for i in range(4):
-            step.batch[...] = images[i * 100:(i + 1) * 100]
-            step()
-        runs.append((model, step))
+    runs = real_steps_both_ways(ModelShape(20, 10))
     (pruned, pruned_step), (unpruned, _) = runs
     np.testing.assert_array_equal(pruned.flat_params.view(np.uint32),
                                   unpruned.flat_params.view(np.uint32))

@@ -6,7 +6,11 @@ of them: a row of the min-cut costs ~10-60 ms here (against ~2-10 microseconds f
 twin), so this file checks 20 untied sets per N for N = 1..12 (the CPU twin's test checks
 10,000 per N) plus a few rows at N = 15, within ~15 s. What it adds to the CPU test is the
 block-parallel part the CPU loop does not have: the threads' shared search levels, the rotating
-flags and the syncs, which is why it also runs one problem with 1, 3, 5 and 32 threads.
+flags and the syncs, which is why it also runs one problem with 1, 3, 5 and 32 threads. The CPU
+loop runs the same decisions on a dense residual matrix instead of the slot array, so the two
+must give the same codes on any input, tied or not: checked on ties by construction (small
+integer potentials: both must return the source side of the smallest minimum cut, which any
+exact max flow reaches) and on potentials shaped like a real step's.
 """
 
 import numpy as np
@@ -65,3 +69,21 @@ def test_bad_rows_get_codes_of_minus_one():
     codes = solve_cuda(unary, pairwise)
     np.testing.assert_array_equal(codes[1:], -1)
     np.testing.assert_array_equal(codes[0], truth[0])
+
+
+def test_cpu_and_cuda_give_the_same_codes_ties_included():
+    rng = np.random.default_rng(25)
+    R, N = 12, 6
+    # integers: many codes tie for the maximum; both return the one with the fewest ones
+    unary = rng.integers(-3, 4, size=(R, 2 * N)).astype(np.float32)
+    pairwise = rng.integers(0, 3, size=(R, ref.pair_count(N))).astype(np.float32)
+    cpu = np.empty((R, N), np.int32)
+    pairwise_mincut.mincut_argmax(unary, pairwise, 1, cpu)
+    np.testing.assert_array_equal(solve_cuda(unary, pairwise), cpu)
+    # a real step's shape: N = 15, perturbed unaries of spread ~3 and softplus pair potentials
+    R, N = 6, 15
+    unary = (3 * rng.normal(size=(R, 2 * N)) + rng.gumbel(size=(R, 2 * N))).astype(np.float32)
+    pairwise = np.logaddexp(0, rng.normal(size=(R, ref.pair_count(N)))).astype(np.float32)
+    cpu = np.empty((R, N), np.int32)
+    pairwise_mincut.mincut_argmax(unary, pairwise, 1, cpu)
+    np.testing.assert_array_equal(solve_cuda(unary, pairwise), cpu)
