@@ -25,15 +25,36 @@ from bench_step import machine_name  # noqa: E402
 
 
 def timing(log):
-    """An Intercepting `around` that logs (name, seconds) of each call into `log`; matmul calls
-    are named by their operand shapes."""
+    """An Intercepting `around` that logs (name, seconds, rows) of each call into `log`; matmul
+    calls are named by their operand shapes."""
     def around(name, target, args, kwargs):
         started = time.perf_counter()
         result = target(*args, **kwargs)
-        label = f"matmul {tuple(args[0].shape)} @ {tuple(args[1].shape)}" if name == "matmul" else name
-        log.append((label, time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        if name == "matmul":
+            inner = ", ".join(str(n) for n in args[0].shape[1:])
+            log.append((f"matmul {tuple(args[0].shape)} @ {tuple(args[1].shape)}", seconds,
+                        args[0].shape[0], f"{inner}) @ {tuple(args[1].shape)}"))
+        else:
+            log.append((name, seconds, None, None))
         return result
     return around
+
+
+def fold_varying_rows(log):
+    """The products whose row count varies from call to call (the neighbours a pruned step
+    decodes) as one row per shape: "matmul (C, a) @ (a, b), C = lo..hi"."""
+    rows_seen = {}
+    for _, _, rows, rest in log:
+        if rest is not None:
+            rows_seen.setdefault(rest, set()).add(rows)
+    folded = []
+    for label, seconds, rows, rest in log:
+        if rest is not None and len(rows_seen[rest]) > 3:
+            counts = rows_seen[rest]
+            label = f"matmul (C, {rest}, C = {min(counts)}..{max(counts)}"
+        folded.append((label, seconds))
+    return folded
 
 
 def main(argv=None):
@@ -96,7 +117,7 @@ def main(argv=None):
         if i >= args.warmup:
             step_times.append(time.perf_counter() - started)
     calls = {}
-    for label, seconds in log:
+    for label, seconds in fold_varying_rows(log):
         calls.setdefault(label, []).append(seconds)
     step_ms = 1e3 * sum(step_times) / args.steps
     what = f"pairwise {shape.pairwise}" if shape.is_pairwise else "categorical"
