@@ -45,7 +45,7 @@ import numpy as np
 
 from ._checks import check_array
 from ._compile import CACHE
-from ._pairwise import check_solver_args, pair_index
+from ._pairwise import check_solver_args
 from .candidates import candidate_count
 from .pairwise_mincut import MINCUT_MAX_VARS
 from .neighbour_pruning import (MARGIN_FACTOR, bound_dots, check_grad_scale, gamma,
@@ -135,16 +135,21 @@ def neighbour_loss_bounds(pre, weight, codes, u, dhidden, margin_w, margin_m, v_
 @numba.njit(cache=CACHE)
 def single_flip_codes_loop(shifted, pairwise, M, codes, trial):
     R, N = codes.shape
+    field = np.empty(N)  # field[i] = sum_j w_ij z_j, from one pass over the pairs
     for r in range(R):
         b = r // M
+        field[:] = 0.0
+        p = 0
         for i in range(N):
-            field = 0.0  # sum_j w_ij z_j
-            for j in range(N):
-                if j < i and codes[r, j]:
-                    field += np.float64(pairwise[b, pair_index(j, i, N)])
-                elif j > i and codes[r, j]:
-                    field += np.float64(pairwise[b, pair_index(i, j, N)])
-            gain_on = (np.float64(shifted[r, 2 * i + 1]) - np.float64(shifted[r, 2 * i])) + field
+            for j in range(i + 1, N):
+                w = np.float64(pairwise[b, p])
+                if codes[r, j]:
+                    field[i] += w
+                if codes[r, i]:
+                    field[j] += w
+                p += 1
+        for i in range(N):
+            gain_on = (np.float64(shifted[r, 2 * i + 1]) - np.float64(shifted[r, 2 * i])) + field[i]
             z = codes[r, i]
             gain = gain_on if z == 0 else -gain_on
             trial[r, i] = 1 - z if gain > 0.0 else z
