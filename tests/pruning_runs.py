@@ -1,10 +1,33 @@
-"""A few real training steps with and without pruning, for the pruning tests (both models)."""
+"""Steps with and without pruning from the same state, for the pruning tests (both models)."""
 import numpy as np
 
 from dvae_cupy.backend import cpu_backend
 from dvae_cupy.estimators import EstimatorConfig
 from dvae_cupy.model import Model
 from dvae_cupy.step import TrainStep
+from dvae_cupy.workspace import TrainWorkspace
+
+
+def step_pair(gradients, shape, batch, samples, chunk, seed, decoder_scale, encoder_scale, eps,
+              x_density=0.4):
+    """Two direct steps, pruned then unpruned, of `gradients` (estimators.direct_gradients or
+    structured_direct_gradients) from the same parameters and batch. The decoder's and the
+    encoder's output weights are scaled up: louder losses and stronger potentials move the arg
+    max. Returns ([(workspace, model) pruned, (workspace, model) unpruned], x, eps array)."""
+    rng = np.random.default_rng(seed)
+    params = Model(shape, cpu_backend(), seed=seed).host_params()
+    params["dec_w2"] *= decoder_scale
+    params["enc_w2"] *= encoder_scale
+    x = (rng.random((batch, shape.pixels)) < x_density).astype(np.float32)
+    counter, eps_array = np.array([seed], np.uint64), np.array([eps], np.float32)
+    runs = []
+    for prune in (True, False):
+        model = Model(shape, cpu_backend(), seed=0)
+        model.load_params(params)
+        ws = TrainWorkspace(np, shape, "direct", batch, samples, candidate_chunk=chunk, prune=prune)
+        gradients(model, ws, x, 5, counter, eps_array, samples, prune=prune)
+        runs.append((ws, model))
+    return runs, x, eps_array
 
 
 def real_steps_both_ways(shape, steps=4, seed=1):

@@ -21,28 +21,16 @@ from dvae_cupy.kernels import candidates, neighbour_pruning
 from dvae_cupy.model import Model, ModelShape
 from dvae_cupy.step import TrainStep
 from dvae_cupy.workspace import TrainWorkspace
+import pruning_runs
 from pruning_runs import real_steps_both_ways
 
 CPU = cpu_backend()
 
 
 def step_pair(shape, batch, samples, chunk, seed, loudness, eps, x_density=0.4):
-    """Two direct steps (pruned, unpruned) from the same state: (workspace, model) pairs."""
-    rng = np.random.default_rng(seed)
-    base = Model(shape, CPU, seed=seed)
-    params = base.host_params()
-    params["dec_w2"] *= loudness  # a louder decoder: losses that differ more between neighbours
-    params["enc_w2"] *= loudness
-    x = (rng.random((batch, shape.pixels)) < x_density).astype(np.float32)
-    counter, eps_array = np.array([seed], np.uint64), np.array([eps], np.float32)
-    runs = []
-    for prune in (True, False):
-        model = Model(shape, CPU, seed=0)
-        model.load_params(params)
-        ws = TrainWorkspace(np, shape, "direct", batch, samples, candidate_chunk=chunk, prune=prune)
-        direct_gradients(model, ws, x, 5, counter, eps_array, samples, prune=prune)
-        runs.append((ws, model))
-    return runs, x, eps_array
+    """Two direct steps (pruned, unpruned) from the same state (pruning_runs.step_pair)."""
+    return pruning_runs.step_pair(direct_gradients, shape, batch, samples, chunk, seed, loudness,
+                                  loudness, eps, x_density)
 
 
 def argmax_values(ws, eps, samples):

@@ -22,27 +22,17 @@ from dvae_cupy.kernels.pairwise_mincut import mincut_argmax, mincut_argmax_liste
 from dvae_cupy.model import Model, ModelShape
 from dvae_cupy.step import TrainStep
 from dvae_cupy.workspace import TrainWorkspace
+import pruning_runs
 from pruning_runs import real_steps_both_ways
 
 CPU = cpu_backend()
 
 
 def step_pair(shape, batch, samples, chunk, seed, loudness, eps):
-    """Two structured direct steps (pruned, unpruned) from the same state: (workspace, model)."""
-    rng = np.random.default_rng(seed)
-    base = Model(shape, CPU, seed=seed)
-    params = base.host_params()
-    params["dec_w2"] *= loudness  # a louder decoder: eps * L moves the arg max more
-    params["enc_w2"] *= 3.0       # stronger potentials: the pairwise terms matter
-    x = (rng.random((batch, shape.pixels)) < 0.4).astype(np.float32)
-    counter, eps_array = np.array([seed], np.uint64), np.array([eps], np.float32)
-    runs = []
-    for prune in (True, False):
-        model = Model(shape, CPU, seed=0)
-        model.load_params(params)
-        ws = TrainWorkspace(np, shape, "direct", batch, samples, candidate_chunk=chunk, prune=prune)
-        structured_direct_gradients(model, ws, x, 5, counter, eps_array, samples, prune=prune)
-        runs.append((ws, model))
+    """Two structured direct steps (pruned, unpruned) from the same state: (workspace, model)
+    pairs (pruning_runs.step_pair; potentials 3x: the pairwise terms matter)."""
+    runs, _, _ = pruning_runs.step_pair(structured_direct_gradients, shape, batch, samples, chunk,
+                                        seed, loudness, 3.0, eps)
     return runs
 
 
