@@ -303,20 +303,27 @@ class Model:
     def _decode_flipped_neighbours(self, codes, trial, decoder, nb, losses):
         """The exact losses of the neighbours `trial` flips that are not decoded yet, into
         `losses`; returns (how many, how many rows: nb.rows[:rows])."""
-        p, xp, ops = self.params, self.xp, self.ops
+        p, ops = self.params, self.ops
         total = candidate_count(len(codes), self.shape.n_latent, 2)
         start = rows = decoded = 0
         while start < total:
             count, start, rows = ops.list_flipped_neighbours(
                 decoder.pre, p["dec_w1"], codes, trial, nb.u, start, nb.hidden, nb.linear,
                 nb.ids, nb.decoded_mask, nb.rows, rows)
-            if count:
-                out = nb.out[:count]
-                xp.matmul(nb.hidden[:count], p["dec_w2"], out=out)
-                ops.store_listed_candidate_losses(out, p["dec_b2"], nb.linear[:count],
-                                                  nb.linear_b2, codes, 2, nb.ids[:count], losses)
+            self._listed_neighbour_losses(codes, nb, count, losses)
             decoded += count
         return decoded, rows
+
+    def _listed_neighbour_losses(self, codes, nb, count, losses):
+        """The losses of the `count` neighbours listed in nb.hidden/linear/ids (by
+        select_neighbours or list_flipped_neighbours): the H x D product, then the softplus sums."""
+        if count:
+            p = self.params
+            out = nb.out[:count]
+            self.xp.matmul(nb.hidden[:count], p["dec_w2"], out=out)
+            self.ops.store_listed_candidate_losses(out, p["dec_b2"], nb.linear[:count],
+                                                   nb.linear_b2, codes, self.shape.n_categories,
+                                                   nb.ids[:count], losses)
 
     def all_code_losses(self, x, all_codes, samples, losses):
         """N = 1: losses[b*M + m, k] = L(x_b, code k) for all K codes. The K codes are shared by
@@ -362,7 +369,7 @@ class Model:
                                  pruning):
         """_neighbour_losses without the neighbours that cannot be z_dir(+eps): each chunk is
         filled with kept neighbours only (select_neighbours), the skipped ones' losses are +inf."""
-        p, xp, ops, k = self.params, self.xp, self.ops, self.shape.n_categories
+        p, ops, k = self.params, self.ops, self.shape.n_categories
         nb = neighbours
         ops.prune_rows(decoder.hidden, decoder.dhidden, p["dec_w2"], p["dec_b2"],
                        pruning.grad_scale, nb.margin_w, nb.margin_m, nb.v_z)
@@ -373,11 +380,7 @@ class Model:
                 decoder.pre, p["dec_w1"], codes, k, nb.u, decoder.dhidden, nb.margin_w,
                 nb.margin_m, nb.v_z, sampled_losses, pruning.logits, pruning.gumbel, samples,
                 pruning.eps, pruning.grad_scale, start, nb.hidden, nb.linear, nb.ids, losses)
-            if count:
-                out = nb.out[:count]
-                xp.matmul(nb.hidden[:count], p["dec_w2"], out=out)
-                ops.store_listed_candidate_losses(out, p["dec_b2"], nb.linear[:count],
-                                                  nb.linear_b2, codes, k, nb.ids[:count], losses)
+            self._listed_neighbour_losses(codes, nb, count, losses)
             kept += count
         nb.decoded += kept
         nb.skipped += total - kept
