@@ -67,7 +67,8 @@ def check_solver_args(unary, pairwise, M, codes, max_vars, why):
 
 
 def check_listed_rows(rows, count, R):
-    """rows[:count]: distinct row numbers in [0, R) (int32), for the solvers' listed variants."""
+    """rows[:count]: row numbers in [0, R) (int32), for the solvers' listed variants (a row listed
+    twice is solved twice, to the same codes)."""
     check_array("rows", rows, np.int32, ndim=1)
     if int(count) != count or not 0 <= count <= len(rows):
         raise ValueError(f"count must be an integer in [0, {len(rows)}], got {count!r}")
