@@ -100,6 +100,15 @@ def train_images():
 # ---------------------------------------------------------------------------------------------
 # speed
 
+def trained_start(path, shape):
+    """(parameters, eps) of the checkpoint at `path`, a model of `shape` (else SystemExit)."""
+    checkpoint = load_checkpoint(path)
+    theirs = TrainConfig.from_dict(checkpoint.config).model_shape(checkpoint.params["enc_w1"].shape[0])
+    if theirs != shape:
+        raise SystemExit(f"--trained {path}: a model of {theirs}, not {shape}")
+    return checkpoint.params, checkpoint.eps
+
+
 class OurStepper:
     def __init__(self, backend, n_latent, n_categories, seed, batch_size=100,
                  structure="categorical", pairwise="attractive", trained=None):
@@ -111,16 +120,8 @@ class OurStepper:
         self.step = TrainStep(self.model, EstimatorConfig("direct"), seed, batch_size, 1e-3)
         eps = 1.0
         if trained is not None:
-            checkpoint = load_checkpoint(trained)
-            config = checkpoint.config
-            theirs = (config.get("n_latent"), config.get("n_categories"),
-                      config.get("latent_structure", "categorical"), config.get("pairwise"))
-            mine = (n_latent, n_categories, structure, pairwise if structure == "pairwise" else None)
-            if theirs[:3] != mine[:3] or (structure == "pairwise" and theirs[3] != pairwise):
-                raise SystemExit(f"--trained {trained}: a model of (N, K, structure, pairwise) = "
-                                 f"{theirs}, not this side's {mine}")
-            self.model.load_params(checkpoint.params)
-            eps = checkpoint.eps
+            params, eps = trained_start(trained, shape)
+            self.model.load_params(params)
         self.step.set_state(0, 0, eps)
 
     def __call__(self, x):
@@ -516,6 +517,10 @@ def structured_speed(args):
     print("| N | side | ms/step | p10 - p90 | steps/s | peak MB | peer / this |")
     print("|---|---|---|---|---|---|---|")
     for n_latent in args.sizes:
+        if args.trained:  # here, before the workers start: a worker's exit would hang the race
+            for who in args.sides:
+                if who in OUR_SIDES:
+                    trained_start(args.trained, ModelShape(n_latent, 2, **OUR_SIDES[who]))
         results = race(args, n_latent, 2, sides=args.sides)
         medians = {who: 1e3 * statistics.median(times) for who, (times, _) in results.items()}
         for who, (times, peak) in results.items():
