@@ -412,7 +412,10 @@ class Model:
         decoder = all_codes.decoder
         xp.matmul(decoder.hidden.T, dout, out=g["dec_w2"])
         xp.sum(dout, axis=0, out=g["dec_b2"])
-        xp.matmul(dout, p["dec_w2"].T, out=decoder.dhidden)
+        # dhidden^T = dec_w2 @ dout^T: OpenBLAS runs this (H, D) @ (D, K) product into a C-ordered
+        # (H, K) about twice as fast as (K, D) @ (D, H)^T (10 codes: ~70 against ~135 us)
+        xp.matmul(p["dec_w2"], dout.T, out=all_codes.dhidden_t)
+        decoder.dhidden[...] = all_codes.dhidden_t.T
         # the K codes are the identity rows: the scatter puts row k of dhidden into dec_w1[k]
         self.ops.scatter_rows_add(decoder.dhidden, decoder.hidden, all_codes.codes,
                                   self.shape.n_categories, g["dec_w1"], g["dec_b1"])

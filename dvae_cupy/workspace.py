@@ -68,19 +68,22 @@ class AllCodeArrays:
         xo       (B, K)         x @ out^T
         xb2      (B,)           x @ dec_b2
         dout     (K, D)         dL/d (the K codes' logits), summed over the rows at each code
+        dhidden_t (H, K)        dout @ dec_w2^T, transposed (the layout BLAS computes fastest)
     """
     codes: object
     decoder: CodeDecoderArrays
     xo: object
     xb2: object
     dout: object
+    dhidden_t: object
 
     @classmethod
     def allocate(cls, xp, batch, n_categories, hidden, pixels):
         return cls(xp.arange(n_categories, dtype=np.int32).reshape(n_categories, 1),
                    CodeDecoderArrays.allocate(xp, n_categories, hidden, pixels),
                    xp.zeros((batch, n_categories), np.float32), xp.zeros(batch, np.float32),
-                   xp.zeros((n_categories, pixels), np.float32))
+                   xp.zeros((n_categories, pixels), np.float32),
+                   xp.zeros((hidden, n_categories), np.float32))
 
 
 @dataclass
