@@ -36,6 +36,7 @@ from .data import load_dataset
 from .errors import CorruptFileError, RunInterrupted, TrainingDiverged
 from .evaluate import Evaluator
 from .graph import GraphedStep
+from .kernels._numba_init import start_numba_init
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
 from .model import Model
 from .progress_bar import progress_bar
@@ -77,6 +78,16 @@ class Trainer:
             self.run_lock = None
 
     def _build(self, graph_capture, data):
+        # Numba's one-time start-up (~0.5 s) runs beside the data's loading and hashing, and is
+        # over before the first epoch's clock starts (kernels/_numba_init.py); joined on errors
+        # too, so that no thread is inside Numba when the interpreter exits
+        numba_init = start_numba_init()
+        try:
+            self._build_parts(graph_capture, data)
+        finally:
+            numba_init.join()
+
+    def _build_parts(self, graph_capture, data):
         config = self.config
         self.backend = get_backend(config.backend)
         self.data = data if data is not None else load_dataset(config.dataset, config.binarization,

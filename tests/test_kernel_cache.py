@@ -42,3 +42,34 @@ def test_an_edit_in_another_file_compiles_afresh(tmp_path):
     body.write_text(edited)
     third, loaded, after = run(tmp_path)
     assert not loaded and len(after) == 2 and third != first
+
+
+PRELOAD = """
+import numpy as np
+from kernels_copy import _numba_init, bce
+def loaded():
+    return {d.py_func.__name__: len(d.overloads) for d, _ in _numba_init.cached_kernels()}
+before = loaded()
+_numba_init.start_numba_init().join()
+after = loaded()
+out = np.linspace(-3, 3, 64, dtype=np.float32).reshape(2, 32)
+sums = np.zeros(2, np.float32)
+bce.softplus_row_sums(out, np.zeros(32, np.float32), sums)
+print(repr((before, after, loaded(), sums.tolist())))
+"""
+
+
+def test_the_start_up_thread_loads_what_the_cache_holds(tmp_path):
+    """kernels/_numba_init.py: a process whose cache is warm has every cached kernel's machine
+    code loaded by the thread, before its first call, which then loads and compiles nothing."""
+    shutil.copytree(KERNELS, tmp_path / "kernels_copy", ignore=shutil.ignore_patterns("__pycache__"))
+    first, _, _ = run(tmp_path)  # fills the cache: softplus_row_sums' kernel
+    env = dict(os.environ, DVAE_CUPY_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", PRELOAD], env=env, capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    before, after, after_call, sums = eval(result.stdout.strip().splitlines()[-1])
+    assert not any(before.values())
+    assert after["softplus_row_sum"] == 1 and after["_first_value"] == 1
+    assert after_call == after                 # the first call found its code loaded
+    assert repr(sums) == first
