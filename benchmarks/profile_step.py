@@ -8,7 +8,7 @@ the argument shapes (so each GEMM has its own row: "(100,784)@(784,300)", a tran
 marked ^T). Each row is ms per step, median over `--repeats` epochs of `--steps` steps; "Python and
 the rest" is the epoch's time per step minus every timed call (the loop, the step's Python, the
 timers' own cost). The epoch is also timed with no timers, beside it. Ops' rows include their
-Python fronts (argument checks); `--split-checks` times the @njit part of each op alone as well.
+Python fronts (argument checks).
 
 The matrix-product floor is benchmarks/floor.py's: the method's products at this machine's
 float32 sgemm rate at each product's shape. The GEMM rows also show the rate each product got in
