@@ -18,7 +18,8 @@ Adam's step, eps) are always 1-element arrays read inside the kernels.
   batch          gather_targets                       (the training batch and its targets)
   step_end       finish_step                          (loss sum and counters of a step)
 Helpers, no ops: _cuda (launch plumbing), _checks (argument checks), _reduce (block sum),
-fastmath_f32 (vectorisable float32 exp / log1p bodies), _compile (the on-disk kernel cache).
+fastmath_f32 (vectorisable float32 exp / log1p bodies), _compile (the on-disk kernel cache),
+_numba_init (Numba's start-up and the cached kernels' loads, in a thread).
 
 Every module is imported here, inside _compile.caching_into: the CPU kernels (cache=CACHE)
 then cache their machine code in a folder keyed by a digest of all these sources, so a new

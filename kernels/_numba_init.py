@@ -25,8 +25,6 @@ import threading
 
 import numpy as np
 from numba import njit
-from numba.core.caching import FunctionCache
-from numba.core.registry import CPUDispatcher
 
 from ._compile import CACHE
 
@@ -38,7 +36,12 @@ def _first_value(values):
 
 def cached_kernels():
     """(dispatcher, signatures) of every cached @njit kernel of this package: the signatures
-    its cache index lists for its current code (an entry for older code would compile)."""
+    its cache index lists for its current code (an entry for older code would compile).
+    Numba's internals (its cache index), so imported here: a Numba that moved them only skips
+    the preload (_initialise), it cannot break the package's import."""
+    from numba.core.caching import FunctionCache
+    from numba.core.registry import CPUDispatcher
+
     package = __name__.rpartition(".")[0]
     found = []
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
@@ -47,7 +50,6 @@ def cached_kernels():
             if (isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__
                     and isinstance(value._cache, FunctionCache)):
                 cache, codegen = value._cache, value.targetctx.codegen()
-                # Numba's own index (its internals: a failure here only skips the preload)
                 keys = cache._cache_file._load_index()
                 found.append((value, [key[0] for key in keys if cache._index_key(key[0], codegen) == key]))
     return found
@@ -64,7 +66,8 @@ def _initialise():
 
 
 def start_numba_init():
-    """Start Numba's CPU-target initialisation in a daemon thread; returns the thread."""
+    """Start Numba's CPU-target initialisation and the cached kernels' loads in a daemon
+    thread; returns the thread."""
     thread = threading.Thread(target=_initialise, name="dvae-cupy-numba-init", daemon=True)
     thread.start()
     return thread
