@@ -6,7 +6,7 @@ makes Numba initialise its CPU target: its typing and lowering registries, its N
 and SciPy's BLAS bindings where SciPy is installed (~0.5 s on a 2-core machine, once per
 process; no cache can keep it). Then each kernel's first call loads its machine code from the
 cache (~10 ms each, 13 in an N = 1 step). Paid at the first training step, both lengthened the
-first epoch by a fifth to a half. Here a thread does both while the caller does other work
+first epoch by a third to three fifths. Here a thread does both while the caller does other work
 (reading the data set, hashing it, building the model): the loads are every signature the
 cache folder's indexes list for a kernel of this package (what this machine has run before),
 and none of it runs inside an epoch.
