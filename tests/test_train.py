@@ -154,3 +154,32 @@ def test_bad_options_exit_2_with_a_clear_message(tmp_path, capsys, args, message
 def test_resume_without_a_run_says_so(tmp_path, capsys):
     assert train_main(["--out", str(tmp_path), "--resume", "--backend", "cpu"]) == 2
     assert f"nothing to resume in {tmp_path}" in capsys.readouterr().err
+
+
+class RecordedThread:
+    """Stands in for the start-up thread (kernels/_numba_init.py): records its join."""
+    joined = 0
+
+    def join(self):
+        RecordedThread.joined += 1
+
+
+@pytest.mark.parametrize("dataset, error", [("fashion-mnist", None), ("no-such-set", ValueError)])
+def test_the_numba_start_up_thread_is_joined_before_training_and_on_errors(monkeypatch, dataset,
+                                                                            error):
+    """Trainer starts Numba's start-up beside the data's loading and joins it when the build
+    ends, also when it fails: no thread is left inside Numba for the interpreter's exit."""
+    import dvae_cupy.train as train_module
+
+    started = []
+    monkeypatch.setattr(train_module, "start_numba_init",
+                        lambda: started.append(RecordedThread()) or started[-1])
+    RecordedThread.joined = 0
+    config = TrainConfig(dataset=dataset, train_subset=200, eval_subset=100, epochs=1,
+                         backend="cpu", out=None, progress=False)
+    if error is None:
+        Trainer(config, log=quiet)
+    else:
+        with pytest.raises(error):
+            Trainer(config, log=quiet)
+    assert len(started) == 1 and RecordedThread.joined == 1
