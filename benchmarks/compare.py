@@ -41,16 +41,11 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-def _pin_threads(argv):
-    """Thread counts must be set before NumPy/BLAS and torch load: the same count for both."""
-    if "--threads" in argv:
-        threads = argv[argv.index("--threads") + 1]
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ[name] = threads
+from threads import pin_threads  # noqa: E402
 
-
-_pin_threads(sys.argv)
+pin_threads(sys.argv)  # before NumPy/BLAS and torch load: the same count for both sides
 
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -59,8 +54,6 @@ import time  # noqa: E402
 import tracemalloc  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from floor import step_floor  # noqa: E402
 

@@ -23,14 +23,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def _pin_threads(argv):
-    threads = argv[argv.index("--threads") + 1] if "--threads" in argv else "2"
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[name] = threads
-    return int(threads)
+from threads import pin_threads  # noqa: E402
 
-
-THREADS = _pin_threads(sys.argv)
+THREADS = pin_threads(sys.argv, default="2")
 
 import numpy as np  # noqa: E402
 

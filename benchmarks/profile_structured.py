@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_step import machine_name  # noqa: E402
+from threads import set_thread_count  # noqa: E402
 
 
 def timing(log):
@@ -76,9 +77,7 @@ def main(argv=None):
                         help="the neighbours' pruning (TrainStep's prune: auto = where it can)")
     args = parser.parse_args(argv)
     if args.threads:
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                     "NUMBA_NUM_THREADS"):
-            os.environ[name] = str(args.threads)
+        set_thread_count(os.environ, args.threads)
     import numpy as np
 
     from dvae_cupy.api import DiscreteVAE

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_step import machine_name  # noqa: E402
+from threads import set_thread_count  # noqa: E402
 
 ENCODE = """
 import sys, time
@@ -50,8 +51,7 @@ print(imported - started, done - imported)
 def child_env(cache, threads, cache_on=True):
     env = dict(os.environ, DVAE_CUPY_CACHE_DIR=str(cache),
                DVAE_CUPY_KERNEL_CACHE="1" if cache_on else "0")
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        env[name] = str(threads)
+    set_thread_count(env, threads)
     return env
 
 
