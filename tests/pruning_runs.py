@@ -46,3 +46,13 @@ def real_steps_both_ways(shape, steps=4, seed=1):
             step()
         runs.append((model, step))
     return runs
+
+
+def assert_real_steps_bit_identical(shape):
+    """real_steps_both_ways(shape): the pruned steps end with the unpruned steps' parameters bit
+    for bit, and skipped more neighbours than they decoded."""
+    (pruned, pruned_step), (unpruned, _) = real_steps_both_ways(shape)
+    np.testing.assert_array_equal(pruned.flat_params.view(np.uint32),
+                                  unpruned.flat_params.view(np.uint32))
+    nb = pruned_step.workspace.candidates
+    assert nb.skipped > nb.decoded
