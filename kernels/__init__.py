@@ -21,15 +21,16 @@ Helpers, no ops: _cuda (launch plumbing), _checks (argument checks), _reduce (bl
 fastmath_f32 (vectorisable float32 exp / log1p bodies), _compile (the on-disk kernel cache),
 _numba_init (Numba's start-up and the cached kernels' loads, in a thread).
 
-Every module is imported here, inside _compile.caching_into: the CPU kernels (cache=CACHE)
+Every module is imported here, inside _compile.caching_into(CACHE_FOLDER): the CPU kernels (cache=CACHE)
 then cache their machine code in a folder keyed by a digest of all these sources, so a new
-process skips Numba's compilation and an edit to any file compiles afresh.
+process skips Numba's compilation and an edit to any file compiles afresh (and a new folder
+clears out the stale ones: _compile.open_cache_dir).
 """
 import importlib
 import pkgutil
 
-from ._compile import caching_into, kernel_cache_dir
+from ._compile import CACHE_FOLDER, caching_into
 
-with caching_into(kernel_cache_dir()):
+with caching_into(CACHE_FOLDER):
     for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")

@@ -6,7 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from dvae_cupy.kernels import _compile
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 PROGRAM = """
@@ -73,3 +76,60 @@ def test_the_start_up_thread_loads_what_the_cache_holds(tmp_path):
     assert after["softplus_row_sum"] == 1 and after["_first_value"] == 1
     assert after_call == after                 # the first call found its code loaded
     assert repr(sums) == first
+
+
+def _cache_folder(base, name, days_ago, marker=True):
+    folder = base / name
+    (folder / "kernels_0123").mkdir(parents=True)
+    used = time.time() - days_ago * 86400
+    if marker:
+        (folder / _compile.USED_MARKER).touch()
+        os.utime(folder / _compile.USED_MARKER, (used, used))
+    os.utime(folder, (used, used))
+    return folder
+
+
+def test_a_new_cache_folder_removes_the_stale_ones_and_nothing_else(tmp_path):
+    """_compile.open_cache_dir: the folders unused for STALE_DAYS go, and those beyond the
+    KEEP_FOLDERS most recently used; a link, a file, other names and a fresh folder stay."""
+    base = tmp_path / "cache"
+    stale = _cache_folder(base, "kernels-" + "a" * 20, days_ago=_compile.STALE_DAYS + 1)
+    unmarked = _cache_folder(base, "kernels-" + "b" * 20, days_ago=_compile.STALE_DAYS + 5, marker=False)
+    recent = [_cache_folder(base, f"kernels-{i:020x}", days_ago=i + 1) for i in range(_compile.KEEP_FOLDERS)]
+    mine = _cache_folder(base, "notes", days_ago=400)          # not a cache folder's name
+    (base / ("kernels-" + "c" * 20)).write_text("a file")
+    linked = tmp_path / "elsewhere"
+    (linked / "kernels_0123").mkdir(parents=True)
+    (base / ("kernels-" + "d" * 20)).symlink_to(linked)
+    old = time.time() - 400 * 86400
+    os.utime(base / ("kernels-" + "d" * 20), (old, old), follow_symlinks=False)
+
+    new = base / ("kernels-" + "e" * 20)
+    assert _compile.open_cache_dir(new) == new
+    assert (new / _compile.USED_MARKER).exists()
+    left = {p.name for p in base.iterdir()}
+    assert stale.name not in left and unmarked.name not in left
+    # with the new folder, the KEEP_FOLDERS - 1 most recently used stay; the oldest goes
+    assert {p.name for p in recent[:-1]} <= left and recent[-1].name not in left
+    assert {mine.name, "kernels-" + "c" * 20, "kernels-" + "d" * 20} <= left
+    assert (linked / "kernels_0123").is_dir()
+
+    # opening a folder that exists marks it used and removes nothing
+    _cache_folder(base, "kernels-" + "f" * 20, days_ago=_compile.STALE_DAYS + 1)
+    os.utime(new / _compile.USED_MARKER, (old, old))
+    assert _compile.open_cache_dir(new) == new
+    assert (base / ("kernels-" + "f" * 20)).is_dir()
+    assert time.time() - (new / _compile.USED_MARKER).stat().st_mtime < 60
+
+
+def test_a_cache_folder_that_cannot_be_written_turns_caching_off(tmp_path):
+    """Rather than Numba's fallback beside the sources (blind to edits in other files)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert _compile.open_cache_dir(blocker / ("kernels-" + "0" * 20)) is None
+    env = dict(os.environ, DVAE_CUPY_CACHE_DIR=str(blocker / "cache"))
+    result = subprocess.run([sys.executable, "-c", "from dvae_cupy.kernels import _compile, bce; "
+                             "print(_compile.CACHE, type(bce.softplus_row_sum._cache).__name__)"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "NullCache"]    # Numba's cache=False
