@@ -49,7 +49,8 @@ def train_parser():
             group.add_argument("--resume", action="store_true",
                                help="continue the run saved in --out")
             group.add_argument("--overwrite", action="store_true",
-                               help="replace the run saved in --out (its files are deleted)")
+                               help="replace the run saved in --out (its files are deleted when this "
+                                     "run saves its first checkpoint)")
     return p
 
 
@@ -64,7 +65,8 @@ def options_table():
         rows.append(f"| {flags} | {default} | {field.metadata['help']} |")
         if field.name == "out":
             rows.append("| `--resume` | | continue the run saved in --out |")
-            rows.append("| `--overwrite` | | replace the run saved in --out (its files are deleted) |")
+            rows.append("| `--overwrite` | | replace the run saved in --out (its files are deleted "
+                        "when this run saves its first checkpoint) |")
     return "\n".join(rows)
 
 

@@ -16,6 +16,7 @@ The pieces, one job each:
   describe_run(path)         what run is there (epoch, step, best valid loss, damaged files)
   remove_run(path)           delete the files a run writes (RUN_FILES), nothing else
   prepare_run_folder(...)    all of the above in order, as the trainer and fit(out=...) need
+  replace_run(path, log)     remove_run, said: an --overwrite run calls it before its first write
 
 POSIX only (fcntl). flock works on local file systems and, on Linux, on NFS (as a whole-file
 lock); a folder shared between machines is locked only where the file system propagates it.
@@ -277,12 +278,10 @@ def remove_run(path):
     """Delete the run files (RUN_FILES) in `path`; return the names removed. Nothing else in
     the folder is touched; a run file that is a folder raises RunFolderError (not ours)."""
     folder = Path(path)
+    _check_removable(folder)
     removed = []
     for name in RUN_FILES:
         target = folder / name
-        if target.is_dir() and not target.is_symlink():
-            raise RunFolderError(f"cannot replace the run in {folder}: {target} is a folder, "
-                                 f"not a file a run writes; move it away first")
         try:
             target.unlink()
         except FileNotFoundError:
@@ -294,6 +293,15 @@ def remove_run(path):
     return removed
 
 
+def _check_removable(folder):
+    """RunFolderError if a run file's name in `folder` is taken by a folder (not ours to delete)."""
+    for name in RUN_FILES:
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            raise RunFolderError(f"cannot replace the run in {folder}: {target} is a folder, "
+                                 f"not a file a run writes; move it away first")
+
+
 # ------------------------------------------------------------------------------------------------
 # Everything a run does before its first step
 
@@ -303,9 +311,12 @@ def prepare_run_folder(path, *, resume=False, overwrite=False, log=print):
     In order: check the folder (check_run_folder), lock it, remove orphan temporaries of dead
     processes, then apply the rules: a fresh run into a folder holding a run is refused
     (RunFolderError saying what is there and offering resume or overwrite); overwrite=True
-    deletes that run's files (remove_run) and says so through `log`; resume=True of a folder
-    with no checkpoint.h5 is refused. Whether checkpoint.h5 is sound is for the caller to
-    check when it loads it (checkpoint.checkpoint_problem). On any error the lock is released.
+    accepts that run and says so through `log`, but deletes nothing: the caller calls
+    replace_run when the new run saves its first file, so a new run that never gets that far
+    (a typo in its data path, a bad option, a kill) leaves the previous one as it was;
+    resume=True of a folder with no checkpoint.h5 is refused. Whether checkpoint.h5 is sound is
+    for the caller to check when it loads it (checkpoint.checkpoint_problem). On any error the
+    lock is released.
     """
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: resume continues the run in "
@@ -322,13 +333,22 @@ def prepare_run_folder(path, *, resume=False, overwrite=False, log=print):
             raise RunFolderError(f"{folder} already holds a run ({run.describe()}); continue "
                                  f"it with --resume, or replace it with --overwrite")
         elif run is not None:
-            removed = remove_run(folder)
-            log(f"--overwrite: removed the previous run in {folder} ({run.describe()}): "
-                f"deleted {', '.join(removed)}")
+            _check_removable(folder)
+            log(f"--overwrite: the previous run in {folder} ({run.describe()}) is deleted when "
+                f"this run saves its first checkpoint; until then it stays as it is")
     except BaseException:
         lock.release()
         raise
     return lock
+
+
+def replace_run(path, log=print):
+    """Delete the previous run's files in `path` (remove_run), saying so through `log`: what an
+    --overwrite run does just before it writes its first file."""
+    removed = remove_run(path)
+    if removed:
+        log(f"--overwrite: removed the previous run in {path}: deleted {', '.join(removed)}")
+    return removed
 
 
 def _check_resumable(folder, run):
@@ -336,5 +356,11 @@ def _check_resumable(folder, run):
         raise RunFolderError(f"nothing to resume in {folder}: it holds no run; start one "
                              f"without --resume")
     if CHECKPOINT not in run.files:
+        if BEST in run.files and BEST not in run.damaged:
+            advice = (f"{folder / BEST} is sound (the best epoch so far): copy it to "
+                      f"{folder / CHECKPOINT} to resume from there, or start again with "
+                      f"--overwrite, which deletes it")
+        else:
+            advice = "start again with --overwrite"
         raise RunFolderError(f"nothing to resume in {folder}: there is no {CHECKPOINT} "
-                             f"(files: {', '.join(run.files)}); start again with --overwrite")
+                             f"(files: {', '.join(run.files)}); {advice}")

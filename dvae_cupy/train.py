@@ -40,7 +40,7 @@ from .kernels._numba_init import start_numba_init
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
 from .model import Model
 from .progress_bar import progress_bar
-from .run_folder import prepare_run_folder
+from .run_folder import describe_run, prepare_run_folder, replace_run
 from .step import TrainStep
 
 BINARIZE_SALT = 0xB1_7A_12E  # keeps the dynamic-binarisation stream apart from the Gumbel noise
@@ -57,13 +57,17 @@ class Trainer:
         """data: a data.Splits to train on (the library's fit); None loads config.dataset.
         config.out None: a run that writes no files (fit without out=). Otherwise the run
         folder is checked, locked and prepared first (run_folder.py: a fresh run into a folder
-        that holds a run is refused unless overwrite=True; resume=True continues it)."""
+        that holds a run is refused unless overwrite=True, which deletes that run just before
+        this one's first checkpoint; resume=True continues it)."""
         self.config = config
         self.log = log
         self.out = None if config.out is None else Path(config.out)
         self.run_lock = (None if self.out is None else
                          prepare_run_folder(self.out, resume=resume, overwrite=overwrite, log=log))
         try:
+            # --overwrite deletes the previous run only when this one saves its first file
+            self.replacing = (self.run_lock is not None and overwrite
+                              and describe_run(self.out) is not None)
             self._build(graph_capture, data)
             if resume:
                 self.resume()
@@ -109,7 +113,7 @@ class Trainer:
         self.epoch = 0            # completed epochs
         self.step_in_epoch = 0    # steps done in the current epoch (non-zero after Ctrl-C)
         self.epoch_loss_sum = 0.0  # the loss sum of those steps, carried through an interruption
-        self.guard = DivergenceGuard(self.out)
+        self.guard = DivergenceGuard(self.kept_files)
         self.best_valid = math.inf
         self.metrics = []
         self.train_step = TrainStep(self.model, config.estimator_config(), config.seed,
@@ -303,6 +307,9 @@ class Trainer:
     # Checkpoints.
 
     def save_checkpoint(self, path=None):
+        if self.replacing:  # the first file this run writes: the previous run goes now
+            replace_run(self.out, self.log)
+            self.replacing = False
         m, v = self.model.host_adam_moments()
         save_checkpoint(
             path or self.out / "checkpoint.h5",
@@ -315,6 +322,18 @@ class Trainer:
                    "adam_steps": self.train_step.adam_steps, "data_digest": self.data_digest,
                    "best_valid": self.best_valid, "metrics_json": json.dumps(self.metrics)},
         )
+
+    def kept_files(self):
+        """What a run that stops on a fault leaves in its folder, for the message: "" without one."""
+        if self.out is None:
+            return ""
+        if self.replacing:
+            return f"; nothing was saved, and the previous run in {self.out} is as it was"
+        files = [str(self.out / name) for name in ("checkpoint.h5", "best.h5")
+                 if (self.out / name).exists()]
+        if not files:
+            return "; nothing was saved: it came before the first checkpoint"
+        return f"; {' and '.join(files)} hold{'s' * (len(files) == 1)} the last states saved before it"
 
     def resume(self, path=None):
         path = Path(path or self.out / "checkpoint.h5")
@@ -384,12 +403,12 @@ class DivergenceGuard:
     """Stops a run whose loss is non-finite or has grown by more than GROWTH times the median
     of the losses seen so far in this process (the first step's included, so a run that blows
     up at once is caught too). Nothing is saved from a diverged state: the last checkpoint and
-    best.h5 stay as they were."""
+    best.h5 stay as they were. `kept()` gives the end of the message: what the folder holds."""
 
     GROWTH = 100.0
 
-    def __init__(self, out):
-        self.out, self.history = out, []
+    def __init__(self, kept=lambda: ""):
+        self.kept, self.history = kept, []
 
     @property
     def empty(self):
@@ -404,9 +423,7 @@ class DivergenceGuard:
         self.history.append(loss)
 
     def _stop(self, what):
-        kept = "" if self.out is None else (f"; {self.out / 'checkpoint.h5'} and {self.out / 'best.h5'} "
-                                            f"hold the last states saved before it")
-        raise TrainingDiverged(f"{what}: training stopped{kept} (try a smaller learning rate)")
+        raise TrainingDiverged(f"{what}: training stopped{self.kept()} (try a smaller learning rate)")
 
 
 class _interrupt_flag:

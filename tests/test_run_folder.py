@@ -16,7 +16,8 @@ from checkpoint_samples import trainer_state
 from dvae_cupy.checkpoint import save_checkpoint
 from dvae_cupy.errors import RunFolderError
 from dvae_cupy.run_folder import (LOCK_FILE, RUN_FILES, RunLock, check_run_folder, describe_run,
-                                  lock_run_folder, prepare_run_folder, remove_run)
+                                  lock_run_folder, prepare_run_folder, remove_run,
+                                  replace_run)
 
 HOLD_LOCK = """
 import sys, time
@@ -161,21 +162,27 @@ def test_fresh_run_into_a_folder_holding_a_run_is_refused(tmp_path):
     lock_run_folder(tmp_path).release()              # and the lock was let go
 
 
-def test_overwrite_removes_only_the_runs_files_and_says_so(tmp_path):
+def test_overwrite_deletes_nothing_until_replace_run_which_removes_only_the_runs_files(tmp_path):
     write_run(tmp_path)
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "plots").mkdir()
     (tmp_path / "best.h5.bak").write_text("mine too")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    summary = (f"epoch 2, step 1200, best valid loss 140.25; files: checkpoint.h5, best.h5, "
+               f"metrics.jsonl, reconstructions.png, codes.png, curves.png, pairwise.png")
     lines = []
     lock = prepare_run_folder(tmp_path, overwrite=True, log=lines.append)
+    # the new run has not saved anything yet: the previous one is all there
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != LOCK_FILE} == before
+    assert lines == [f"--overwrite: the previous run in {tmp_path} ({summary}) is deleted when "
+                     f"this run saves its first checkpoint; until then it stays as it is"]
+    replace_run(tmp_path, log=lines.append)
     lock.release()
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, "best.h5.bak", "notes.txt",
                                                           "plots"]
-    assert lines == [f"--overwrite: removed the previous run in {tmp_path} (epoch 2, step 1200, "
-                     f"best valid loss 140.25; files: checkpoint.h5, best.h5, metrics.jsonl, "
-                     f"reconstructions.png, codes.png, curves.png, pairwise.png): deleted "
-                     f"checkpoint.h5, best.h5, metrics.jsonl, reconstructions.png, codes.png, "
-                     f"curves.png, pairwise.png"]
+    assert lines[1:] == [f"--overwrite: removed the previous run in {tmp_path}: deleted "
+                         f"checkpoint.h5, best.h5, metrics.jsonl, reconstructions.png, codes.png, "
+                         f"curves.png, pairwise.png"]
 
 
 def test_overwrite_refuses_to_delete_a_folder_named_like_a_run_file(tmp_path):
@@ -187,6 +194,10 @@ def test_overwrite_refuses_to_delete_a_folder_named_like_a_run_file(tmp_path):
                                              r"writes; move it away first"):
         remove_run(tmp_path)
     assert (tmp_path / "metrics.jsonl" / "keep.txt").exists()
+    with pytest.raises(RunFolderError, match=r"metrics.jsonl is a folder, not a file a run "
+                                             r"writes; move it away first"):
+        prepare_run_folder(tmp_path, overwrite=True, log=lambda line: None)  # refused up front
+    assert (tmp_path / "checkpoint.h5").exists()
 
 
 def test_overwrite_or_fresh_of_an_empty_folder_just_locks(tmp_path):
@@ -202,6 +213,20 @@ def test_resume_of_a_folder_with_no_run_says_so(tmp_path):
         prepare_run_folder(tmp_path, resume=True)
     (tmp_path / "metrics.jsonl").write_text("")
     with pytest.raises(RunFolderError, match=r"there is no checkpoint.h5 \(files: metrics.jsonl"):
+        prepare_run_folder(tmp_path, resume=True)
+
+
+def test_resume_without_checkpoint_h5_points_at_a_sound_best_h5(tmp_path):
+    write_run(tmp_path)
+    (tmp_path / "checkpoint.h5").unlink()
+    with pytest.raises(RunFolderError) as caught:
+        prepare_run_folder(tmp_path, resume=True)
+    assert str(caught.value).endswith(
+        f"; {tmp_path / 'best.h5'} is sound (the best epoch so far): copy it to "
+        f"{tmp_path / 'checkpoint.h5'} to resume from there, or start again with --overwrite, "
+        f"which deletes it")
+    (tmp_path / "best.h5").write_bytes(b"not hdf5")        # a damaged best.h5 is not offered
+    with pytest.raises(RunFolderError, match=r"\); start again with --overwrite$"):
         prepare_run_folder(tmp_path, resume=True)
 
 
