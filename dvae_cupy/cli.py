@@ -4,6 +4,7 @@ dvae-train's options are built from TrainConfig's fields (config.py), so the com
 config, the checkpoint's config and README's options table cannot drift apart.
 """
 import argparse
+import re
 import signal
 import sys
 import typing
@@ -14,6 +15,7 @@ from .errors import RunInterrupted
 from .train import Trainer
 
 GROUPS = ("data", "model", "estimator", "optimisation", "run")
+DEBUG_HELP = "show the traceback of an error instead of its one line"
 
 
 def option_flags(field):
@@ -27,9 +29,20 @@ def _value_type(field):
     return optional[0] if optional else field.type
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, except where it would mislead: a flag's (on/off is
+    in its name: "--no-progress ... (default: True)" read as progress off) and None (no default
+    value; the help says what happens)."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def train_parser():
     p = argparse.ArgumentParser(
-        prog="dvae-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="dvae-train", formatter_class=_DefaultsHelp,
         description="Train a discrete VAE with direct optimization through arg max "
                     "(Lorberbom et al., NeurIPS 2019). Defaults are the paper's.")
     groups = {name: p.add_argument_group(name) for name in GROUPS}
@@ -51,6 +64,7 @@ def train_parser():
             group.add_argument("--overwrite", action="store_true",
                                help="replace the run saved in --out (its files are deleted when this "
                                      "run saves its first checkpoint)")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
 
@@ -67,6 +81,7 @@ def options_table():
             rows.append("| `--resume` | | continue the run saved in --out |")
             rows.append("| `--overwrite` | | replace the run saved in --out (its files are deleted "
                         "when this run saves its first checkpoint) |")
+    rows.append(f"| `--debug` | | {DEBUG_HELP} |")
     return "\n".join(rows)
 
 
@@ -78,14 +93,15 @@ BAD_INPUT, RUN_FAILED = 2, 1
 
 
 def train_main(argv=None):
-    parser = train_parser()
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = vars(parser.parse_args(argv))
+    args = vars(train_parser().parse_args(argv))
     resume, overwrite, debug = args.pop("resume"), args.pop("overwrite"), args.pop("debug")
     stage = BAD_INPUT  # until the first step starts: then a fault is a failure of the run
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # the loop takes it over, then gives it back
     try:
-        config = TrainConfig.from_dict(args)
+        try:
+            config = TrainConfig.from_dict(args)
+        except ValueError as error:  # the config names its fields; a shell user typed flags
+            raise ValueError(in_flags(str(error))) from error
         trainer = Trainer(config, resume=resume, overwrite=overwrite)
         print(f"training on {trainer.backend.name}: N={config.n_latent} K={config.n_categories} "
               f"estimator={config.estimator}, {len(trainer.train_images)} images, "
@@ -109,6 +125,22 @@ def train_main(argv=None):
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def in_flags(message):
+    """A config error's message with the fields it names spelt as dvae-train's flags: a field
+    name that starts the message, and anywhere a name no English word shares (one with an
+    underscore or a digit: batch_size, eps0). "batch_size must be ..." -> "--batch-size must be"."""
+    for field in fields(TrainConfig):
+        if "help" not in field.metadata:
+            continue
+        flag = option_flags(field)[0]
+        message = message.replace(f"{field.name} ({', '.join(option_flags(field))})", field.name)
+        if re.match(rf"{field.name}\b", message):
+            message = flag + message[len(field.name):]
+        if re.search(r"[_0-9]", field.name):
+            message = re.sub(rf"(?<![^\s(]){field.name}\b", flag, message)  # a word of its own
+    return message
 
 
 def _message(error):

@@ -127,6 +127,9 @@ class TrainConfig:
         _check_integer("seed", self.seed, 0)
         if self.seed >= 2 ** 63:
             raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        if self.out is not None and (not isinstance(self.out, str) or not self.out.strip()):
+            raise ValueError(f"out must name a folder, got {self.out!r} (an empty name would "
+                             f"write the run into the current folder: say '.' for that)")
 
     def model_shape(self, pixels=784):
         return ModelShape(self.n_latent, self.n_categories, self.hidden, pixels,

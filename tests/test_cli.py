@@ -3,7 +3,7 @@ parser's defaults are the config's, and README.md's options table is the one the
 from dataclasses import fields
 from pathlib import Path
 
-from dvae_cupy.cli import option_flags, options_table, train_parser
+from dvae_cupy.cli import in_flags, option_flags, options_table, train_main, train_parser
 from dvae_cupy.config import TrainConfig
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -20,6 +20,10 @@ def test_help_lists_every_option_with_its_default():
     for field in fields(TrainConfig):
         assert option_flags(field)[0] in text, field.name
     assert "(default: 300)" in text and "(default: runs/dvae)" in text
+    # no default where it would mislead: a flag's (True for --no-progress reads as "off") or None
+    assert "(default: True)" not in text and "(default: False)" not in text
+    assert "(default: None)" not in text
+    assert "--debug" in text
 
 
 def test_flags_set_the_fields_they_name():
@@ -32,3 +36,24 @@ def test_flags_set_the_fields_they_name():
 def test_readme_options_table_is_the_codes():
     assert options_table() in README.read_text(), (
         "README.md's options table is out of date: paste dvae_cupy.cli.options_table() into it")
+
+
+def test_config_errors_name_the_flags_a_shell_user_typed():
+    assert in_flags("batch_size must be an integer >= 1, got 0") == "--batch-size must be an integer >= 1, got 0"
+    assert in_flags("eps_min (2.0) must be <= eps0 (1.0): the schedule anneals from eps0 down to "
+                    "eps_min") == ("--eps-min (2.0) must be <= --eps0 (1.0): the schedule anneals "
+                                   "from --eps0 down to --eps-min")
+    assert in_flags("the pairwise model's latent variables are binary: n_categories (--categories, "
+                    "-K) is 2, got 3") == ("the pairwise model's latent variables are binary: "
+                                           "--categories is 2, got 3")
+    # a field name that is also a word is translated only where it starts the message
+    assert in_flags("the pairwise model is trained by the direct estimator, not 'exact'") == (
+        "the pairwise model is trained by the direct estimator, not 'exact'")
+    assert in_flags("out must name a folder, got ''").startswith("--out must name a folder")
+
+
+def test_an_empty_out_is_refused_not_the_current_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert train_main(["--out", "", "--epochs", "1", "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith("dvae-train: error: --out must name a folder, got ''")
+    assert list(tmp_path.iterdir()) == []
