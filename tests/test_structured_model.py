@@ -43,9 +43,9 @@ def test_structured_replays_equal_eager_steps():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--latent-structure", "pairwise", "-N", "1"], "n_latent"),
+    (["--latent-structure", "pairwise", "-N", "1"], "--latent-vars must be an integer >= 2"),
     (["--latent-structure", "pairwise", "-N", "21", "--pairwise", "signed"], "<= 20 with signed"),
-    (["--latent-structure", "pairwise", "-N", "5", "-K", "3"], "K\\) is 2"),
+    (["--latent-structure", "pairwise", "-N", "5", "-K", "3"], "binary: --categories is 2"),
     (["--latent-structure", "pairwise", "-N", "5", "--estimator", "exact"], "direct estimator"),
 ])
 def test_bad_pairwise_options_name_the_option(tmp_path, capsys, args, message):

@@ -138,13 +138,13 @@ def test_resume_refuses_a_different_run(tmp_path, uninterrupted, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--categories", "1"], "n_categories must be an integer >= 2"),
-    (["--latent-vars", "0"], "n_latent must be an integer >= 1"),
-    (["--eps0", "0"], "eps0 must be a finite number > 0"),
-    (["--lr", "nan"], "lr must be a finite number > 0"),
-    (["--estimator", "exact", "--latent-vars", "2"], "needs n_latent = 1"),
+    (["--categories", "1"], "--categories must be an integer >= 2"),
+    (["--latent-vars", "0"], "--latent-vars must be an integer >= 1"),
+    (["--eps0", "0"], "--eps0 must be a finite number > 0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0"),
+    (["--estimator", "exact", "--latent-vars", "2"], "needs --latent-vars = 1"),
     (["--dataset", "/no/such/file.h5"], "/no/such/file.h5"),
-    (["--batch-size", "0"], "batch_size must be an integer >= 1"),
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
 ])
 def test_bad_options_exit_2_with_a_clear_message(tmp_path, capsys, args, message):
     assert train_main([*args, "--out", str(tmp_path), "--backend", "cpu", "--no-progress"]) == 2
