@@ -918,9 +918,10 @@ def _load_stored(name_or_path, binarization, root):
         if binarization == "dynamic":
             raise ValueError(
                 "the embedded Fashion-MNIST holds binarised pixels only, so "
-                "binarization='dynamic' needs the grey IDX files: load_dataset("
-                "'fashion-mnist', binarization='dynamic', root=FOLDER) with FOLDER holding "
-                f"them ({FASHION_MNIST_DEBIAN} after apt-get install dataset-fashion-mnist)")
+                "binarization='dynamic' needs the grey IDX files: the data set "
+                "'fashion-mnist-idx' (--dataset fashion-mnist-idx) reads them from "
+                f"{FASHION_MNIST_DEBIAN} (apt-get install dataset-fashion-mnist), or root= "
+                "(--data-root) names a folder holding them")
         return _read_embedded()
     if name in ("fashion-mnist", "fashion-mnist-idx"):
         return _read_idx_folder(Path(root or FASHION_MNIST_DEBIAN), "fashion-mnist")
@@ -938,7 +939,7 @@ def _load_stored(name_or_path, binarization, root):
 def _require_root(root, name, what):
     """Sources that are not shipped need `root=`."""
     if root is None:
-        raise ValueError(f"data set {name!r} is not shipped: pass root= {what}")
+        raise ValueError(f"data set {name!r} is not shipped: pass root= (--data-root) {what}")
     return Path(root)
 
 
@@ -952,7 +953,8 @@ def _looks_like_path(name_or_path):
 def _read_path(path, root):
     """A folder of IDX files, a .npy or .npz file, or one of our .h5 files."""
     if root is not None:
-        raise ValueError(f"root={root!r} applies to named data sets only, not to path {path}")
+        raise ValueError(f"root={root!r} (--data-root) applies to named data sets only, not to "
+                         f"path {path}")
     if path.is_dir():
         return _read_idx_folder(path, path.name)
     readers = {".npy": read_npy, ".npz": read_npz}

@@ -324,8 +324,11 @@ def report_cpu_fallback(result, stream=None):
     if _fallback_reported:
         return
     _fallback_reported = True
-    print(f"dvae_cupy: using the CPU: the GPU backend is not usable here ({result.message()})",
-          file=stream if stream is not None else sys.stderr, flush=True)
+    if result.piece == "DVAE_CUPY_BACKEND":  # asked for: not a fault to fix
+        line = "dvae_cupy: using the CPU, as DVAE_CUPY_BACKEND=cpu asks"
+    else:
+        line = f"dvae_cupy: using the CPU: the GPU backend is not usable here ({result.message()})"
+    print(line, file=stream if stream is not None else sys.stderr, flush=True)
 
 
 def forget():

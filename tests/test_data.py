@@ -430,3 +430,11 @@ def test_unshipped_sets_need_root():
 def test_missing_omniglot_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{escaped(tmp_path / 'chardata.mat')}"):
         load_dataset("omniglot", root=tmp_path)
+
+
+def test_data_set_errors_name_the_option_in_both_spellings():
+    """load_dataset's messages serve the library (root=) and dvae-train (--data-root) alike."""
+    with pytest.raises(ValueError, match=r"'omniglot' is not shipped: pass root= \(--data-root\)"):
+        load_dataset("omniglot")
+    with pytest.raises(ValueError, match=r"'fashion-mnist-idx' \(--dataset fashion-mnist-idx\)"):
+        load_dataset("fashion-mnist", binarization="dynamic")

@@ -222,6 +222,16 @@ def test_auto_falls_back_to_the_cpu_saying_why_once(nvvm_missing, capsys):
     assert "using the CPU" in lines[0] and "NVVM: libNVVM not found" in lines[0] and "CUDA_HOME" in lines[0]
 
 
+def test_auto_under_dvae_cupy_backend_cpu_says_so_without_a_fix(monkeypatch, capsys):
+    gpu_probe.forget()
+    monkeypatch.setenv("DVAE_CUPY_BACKEND", "cpu")
+    try:
+        assert get_backend("auto").name == "cpu"
+    finally:
+        gpu_probe.forget()
+    assert capsys.readouterr().err == "dvae_cupy: using the CPU, as DVAE_CUPY_BACKEND=cpu asks\n"
+
+
 def test_gpu_backend_raises_naming_the_piece(nvvm_missing):
     with pytest.raises(GPUUnavailableError, match="not usable here: NVVM: libNVVM not found"):
         get_backend("gpu")
