@@ -102,6 +102,9 @@ def train_main(argv=None):
             config = TrainConfig.from_dict(args)
         except ValueError as error:  # the config names its fields; a shell user typed flags
             raise ValueError(in_flags(str(error))) from error
+        for name, reason in config.ignored_options():
+            print(f"dvae-train: note: {in_flags(name)} has no effect here: {reason}",
+                  file=sys.stderr, flush=True)
         trainer = Trainer(config, resume=resume, overwrite=overwrite)
         print(f"training on {trainer.backend.name}: N={config.n_latent} K={config.n_categories} "
               f"estimator={config.estimator}, {len(trainer.train_images)} images, "

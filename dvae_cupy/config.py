@@ -131,6 +131,29 @@ class TrainConfig:
             raise ValueError(f"out must name a folder, got {self.out!r} (an empty name would "
                              f"write the run into the current folder: say '.' for that)")
 
+    def ignored_options(self):
+        """The fields set away from their defaults that this run does not use, each with why:
+        [(field name, reason)]. Not an error (a sweep may set them for every run), but a user
+        should hear of an option that does nothing."""
+        rules = [(("two_sided", "kl_backprop", "eps0", "eps_anneal_rate", "eps_min"),
+                  self.estimator == "direct", f"it applies to the direct estimator, not {self.estimator}"),
+                 (("straight_through", "tau0", "tau_anneal_rate", "tau_min"),
+                  self.estimator == "gumbel-softmax",
+                  f"it applies to the gumbel-softmax estimator, not {self.estimator}"),
+                 (("gumbel_samples", "anneal_every"), self.estimator != "exact",
+                  "the exact estimator draws no samples and anneals nothing"),
+                 (("pairwise",), self.latent_structure == "pairwise",
+                  "it applies to --latent-structure pairwise"),
+                 (("nll_samples",), self.n_latent > 1 and self.latent_structure == "categorical",
+                  "the final NLL bound is for N > 1 independent categoricals only")]
+        defaults = TrainConfig.__dataclass_fields__
+        ignored = []
+        for names, used, reason in rules:
+            for name in names:
+                if not used and getattr(self, name) != defaults[name].default:
+                    ignored.append((name, reason))
+        return ignored
+
     def model_shape(self, pixels=784):
         return ModelShape(self.n_latent, self.n_categories, self.hidden, pixels,
                           self.latent_structure, self.pairwise)

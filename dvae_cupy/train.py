@@ -104,6 +104,13 @@ class Trainer:
         self.train_images = xp.asarray(self.data.train[:config.train_subset])
         self.valid_images = xp.asarray(self.data.valid[:config.eval_subset])
         self.test_images = xp.asarray(self.data.test[:config.eval_subset])
+        for option, wanted, split in (("train_subset", config.train_subset, "train"),
+                                      ("eval_subset", config.eval_subset, "valid"),
+                                      ("eval_subset", config.eval_subset, "test")):
+            held = len(self.data.split(split))
+            if wanted is not None and wanted > held:
+                self.log(f"note: {option}={wanted} is more than the {held} {split} images: "
+                         f"using all {held}")
         if len(self.train_images) < config.batch_size:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_images)} training images")
         # How pixels become targets: 0/1 data as they are; grey data by a Bernoulli draw per

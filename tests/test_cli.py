@@ -57,3 +57,23 @@ def test_an_empty_out_is_refused_not_the_current_folder(tmp_path, monkeypatch, c
     assert train_main(["--out", "", "--epochs", "1", "--no-progress"]) == 2
     assert capsys.readouterr().err.startswith("dvae-train: error: --out must name a folder, got ''")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_options_that_do_nothing_in_this_run_are_named():
+    assert TrainConfig().ignored_options() == []
+    assert TrainConfig(estimator="exact", gumbel_samples=1, eps0=1.0).ignored_options() == []
+    ignored = TrainConfig(estimator="gumbel-softmax", eps0=2.0, two_sided=True, tau0=2.0,
+                          pairwise="signed").ignored_options()
+    assert [name for name, _ in ignored] == ["two_sided", "eps0", "pairwise"]
+    assert dict(ignored)["eps0"] == "it applies to the direct estimator, not gumbel-softmax"
+    assert [n for n, _ in TrainConfig(straight_through=True, nll_samples=7).ignored_options()] == [
+        "straight_through", "nll_samples"]
+    assert TrainConfig(n_latent=3, nll_samples=7).ignored_options() == []
+
+
+def test_dvae_train_notes_each_option_that_does_nothing(tmp_path, capsys):
+    assert train_main(["--straight-through", "--epochs", "0", "--backend", "cpu", "--out",
+                       str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert ("dvae-train: note: --straight-through has no effect here: it applies to the "
+            "gumbel-softmax estimator, not direct\n") in err

@@ -183,3 +183,14 @@ def test_the_numba_start_up_thread_is_joined_before_training_and_on_errors(monke
         with pytest.raises(error):
             Trainer(config, log=quiet)
     assert len(started) == 1 and RecordedThread.joined == 1
+
+
+def test_a_subset_larger_than_the_data_is_noted_not_silent():
+    lines = []
+    config = TrainConfig(train_subset=10 ** 6, eval_subset=10 ** 6, out=None, backend="cpu",
+                         progress=False)
+    trainer = Trainer(config, log=lines.append)
+    assert len(trainer.train_images) == 50000
+    assert lines[:3] == ["note: train_subset=1000000 is more than the 50000 train images: using all 50000",
+                         "note: eval_subset=1000000 is more than the 10000 valid images: using all 10000",
+                         "note: eval_subset=1000000 is more than the 10000 test images: using all 10000"]
