@@ -5,7 +5,8 @@ What is atomic and what is not:
   - checkpoints, data sets and pictures are written through `atomic_path`: beside the target
     under a temporary name `<file>.tmp-<pid>`, then renamed over it only once complete. A crash
     mid-write leaves the previous file intact (and, at worst, an orphan temporary, which
-    `remove_orphan_temporaries` clears at the next start).
+    `remove_orphan_temporaries` clears at the next start). HDF5 files are built in memory first
+    and only their finished bytes are written here (atomic_hdf5.py says why).
   - metrics.jsonl is appended one line per epoch (`append_text`); an append is not atomic: a
     crash mid-append can leave a partial last line. The trainer rewrites the whole file
     (atomically) from the checkpoint on resume, which drops such a line.

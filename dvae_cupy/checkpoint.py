@@ -40,8 +40,10 @@ metadata (HDF5's older formats) has no checksums either, and its strings are var
 (a damaged one may make HDF5 hang, see above). Version 1 stored "int" leaves as decimal strings
 (of any size); version 2 stores int64 and refuses larger integers.
 
-Writing goes to `path + ".tmp-<pid>"` in the same directory, is fsynced, then os.replace'd
-over `path` (atomic.py): a crash or a failed write leaves the previous checkpoint untouched.
+Writing builds the file in memory, then writes its bytes to `path + ".tmp-<pid>"` in the same
+directory, fsyncs it and os.replace's it over `path` (atomic_hdf5.py, atomic.py): a crash or a
+failed write (a full disk included) leaves the previous checkpoint untouched, and HDF5 itself
+never meets the disk's errors.
 """
 import contextlib
 import hashlib
@@ -53,7 +55,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic_hdf5 import atomic_hdf5
 from .errors import CorruptFileError
 
 FORMAT = "dvae_cupy.checkpoint"
@@ -114,24 +116,23 @@ def save_checkpoint(path, *, params, optimizer, step, epoch, eps, rng_state, con
                         for name, value in _items(arrays, f"optimizer/{slot}")}
                  for slot, arrays in _items(optimizer, "optimizer")}
     arrays_digest = _arrays_digest(params, optimizer)
-    with atomic_path(path, durable=True) as tmp:
-        # libver: HDF5 >= 1.10 object formats, whose metadata blocks carry checksums.
-        with h5py.File(tmp, "w", track_order=True, libver=("v110", "latest")) as f:
-            _set_text(f, "format", FORMAT)
-            f.attrs["version"] = VERSION
-            f.attrs["step"] = np.int64(fields["step"])
-            f.attrs["epoch"] = np.int64(fields["epoch"])
-            f.attrs["eps"] = np.float64(fields["eps"])
-            _set_text(f, "config", fields["config"])
-            _set_text(f, "arrays_digest", arrays_digest)
-            _set_text(f, "fields_digest", _fields_digest(fields))
-            _write_arrays(f.create_group("params", track_order=True), params)
-            opt = f.create_group("optimizer", track_order=True)
-            for slot, arrays in optimizer.items():
-                _write_arrays(opt.create_group(slot, track_order=True), arrays)
-            _write_tree(f, "rng_state", rng_state)
-            if extra is not None:
-                _write_tree(f, "extra", extra)
+    # libver: HDF5 >= 1.10 object formats, whose metadata blocks carry checksums.
+    with atomic_hdf5(path, durable=True, track_order=True, libver=("v110", "latest")) as f:
+        _set_text(f, "format", FORMAT)
+        f.attrs["version"] = VERSION
+        f.attrs["step"] = np.int64(fields["step"])
+        f.attrs["epoch"] = np.int64(fields["epoch"])
+        f.attrs["eps"] = np.float64(fields["eps"])
+        _set_text(f, "config", fields["config"])
+        _set_text(f, "arrays_digest", arrays_digest)
+        _set_text(f, "fields_digest", _fields_digest(fields))
+        _write_arrays(f.create_group("params", track_order=True), params)
+        opt = f.create_group("optimizer", track_order=True)
+        for slot, arrays in optimizer.items():
+            _write_arrays(opt.create_group(slot, track_order=True), arrays)
+        _write_tree(f, "rng_state", rng_state)
+        if extra is not None:
+            _write_tree(f, "extra", extra)
 
 
 def _checked_fields(step, epoch, eps, config, rng_state, extra):

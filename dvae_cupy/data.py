@@ -69,7 +69,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic_hdf5 import atomic_hdf5
 from .errors import CorruptFileError
 
 MNIST_SHAPE = (28, 28)       # IDX and Omniglot images
@@ -673,7 +673,8 @@ def write_dataset(path, train, valid=None, test=None, labels=None, image_shape=N
 
 
 def write_hdf5(path, splits, encoding=None, gzip_level=9):
-    """Write `splits` to `path` atomically (a temporary file beside it, then os.replace).
+    """Write `splits` to `path` atomically: the file is built in memory, written to a temporary
+    file beside `path`, then os.replace'd over it (atomic_hdf5.py).
 
     encoding: "packbits" (binarised splits only), "grey" (grey splits only), or None to pick
     the one that fits.
@@ -682,7 +683,7 @@ def write_hdf5(path, splits, encoding=None, gzip_level=9):
     if not isinstance(splits.name, str) or not splits.name or "\0" in splits.name:
         raise ValueError(f"name={splits.name!r}: the data set's name must be a non-empty "
                          "string without NUL characters")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=HDF5_LIBVER) as f:
+    with atomic_hdf5(path, libver=HDF5_LIBVER) as f:  # built in memory: see atomic_hdf5.py
         _write_layout(f, splits, encoding, gzip_level)
 
 

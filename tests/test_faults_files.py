@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 from checkpoint_samples import assert_checkpoint_equals, trainer_state
+from tmpfs_disks import ROOT, fill, mount, tmpfs
 
 from dvae_cupy import images
 from dvae_cupy.atomic import (append_text, atomic_path, pid_is_alive,
@@ -21,8 +22,6 @@ from dvae_cupy.atomic import (append_text, atomic_path, pid_is_alive,
 from dvae_cupy.checkpoint import checkpoint_problem, load_checkpoint, save_checkpoint
 from dvae_cupy.errors import RunFolderError
 from dvae_cupy.run_folder import check_run_folder, prepare_run_folder
-
-ROOT = os.geteuid() == 0
 
 
 def new_state(step):
@@ -132,36 +131,13 @@ def test_append_text_appends(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # A real tiny disk (tmpfs): full, and remounted read-only
 
-def mount(*args):
-    return subprocess.run(["mount", *args], capture_output=True, text=True)
-
-
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 256 KiB tmpfs mounted on tmp_path/disk (root only; skipped, saying why, elsewhere)."""
     point = tmp_path / "disk"
     point.mkdir()
-    if not ROOT:
-        pytest.skip("mounting a tmpfs needs root; the fake-writer tests cover ENOSPC")
-    done = mount("-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point))
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the fake-writer tests "
-                    f"cover ENOSPC")
-    try:
+    with tmpfs(point, "256k"):
         yield point
-    finally:
-        subprocess.run(["umount", str(point)], capture_output=True)
-
-
-def fill(disk):
-    """Write a filler file until the disk is full."""
-    with open(disk / "filler", "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 4096)
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
-    assert os.statvfs(disk).f_bavail == 0
 
 
 def test_real_full_disk_keeps_the_previous_checkpoint(tiny_disk):
@@ -285,30 +261,59 @@ def test_pid_is_alive():
 
 
 KILLED_MID_WRITE = textwrap.dedent("""
-    import os, signal, sys
+    import builtins, os, signal, sys
     import h5py
-    sys.path.insert(0, sys.argv[2])
+    sys.path.insert(0, sys.argv[3])
     from checkpoint_samples import trainer_state
+    from dvae_cupy import atomic_hdf5
     from dvae_cupy.checkpoint import save_checkpoint
-    real_create = h5py.Group.create_dataset
-    calls = []
-    def die_on_tenth(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 10:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_create(self, *args, **kwargs)
-    h5py.Group.create_dataset = die_on_tenth
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if sys.argv[2] == "building":      # while HDF5 builds the file in memory
+        real_create, calls = h5py.Group.create_dataset, []
+        def create_dataset(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 10:
+                die()
+            return real_create(self, *args, **kwargs)
+        h5py.Group.create_dataset = create_dataset
+    else:                              # half way through writing its bytes to the temporary
+        class HalfThenDie:
+            def __init__(self, fh):
+                self.fh = fh
+            def __enter__(self):
+                return self
+            def __exit__(self, *exc):
+                self.fh.close()
+            def write(self, data):
+                self.fh.write(data[:len(data) // 2])
+                self.fh.flush()
+                die()
+        atomic_hdf5.open = lambda *args: HalfThenDie(builtins.open(*args))
     save_checkpoint(sys.argv[1], **dict(trainer_state(1), step=99))
 """)
 
 
-def test_process_killed_mid_write_leaves_an_orphan_the_next_start_removes(old_checkpoint):
-    path, state = old_checkpoint
-    child = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path),
+def kill_mid_write(path, where):
+    child = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path), where,
                             os.path.dirname(__file__)], capture_output=True, text=True)
     assert child.returncode == -signal.SIGKILL, child.stderr
+
+
+def test_process_killed_while_building_the_file_leaves_nothing(old_checkpoint):
+    path, state = old_checkpoint
+    kill_mid_write(path, "building")  # nothing is on the disk until HDF5 has closed the file
+    assert_previous_intact(path, state)
+
+
+def test_process_killed_mid_write_leaves_an_orphan_the_next_start_removes(old_checkpoint):
+    path, state = old_checkpoint
+    kill_mid_write(path, "writing")
     orphans = [p for p in os.listdir(path.parent) if ".tmp-" in p]
     assert len(orphans) == 1 and orphans[0].startswith("checkpoint.h5.tmp-")
+    assert 0 < (path.parent / orphans[0]).stat().st_size < path.stat().st_size  # half written
     assert_checkpoint_equals(load_checkpoint(path), state)     # the old one, untouched
     lines = []
     prepare_run_folder(path.parent, resume=True, log=lines.append).release()
