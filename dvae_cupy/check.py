@@ -659,12 +659,14 @@ def run_checks(backend, seed=0, only=None, bench=False, repeats=50):
 
 def format_table(results):
     timed = any(r.milliseconds is not None for r in results)
-    lines = [f"{'op':<26}{'shape':<16}{'max error':>12}{'tolerance':>12}  result"
+    op_width = max([len("op")] + [len(r.op) for r in results]) + 2      # columns that fit the
+    shape_width = max([len("shape")] + [len(r.shape) for r in results]) + 2  # longest entry
+    lines = [f"{'op':<{op_width}}{'shape':<{shape_width}}{'max error':>12}{'tolerance':>12}  result"
              + ("   ms/run" if timed else "")]
     for r in results:
         ms = f"{r.milliseconds:>9.4f}" if r.milliseconds is not None else ""
-        lines.append(f"{r.op:<26}{r.shape:<16}{r.error:>12.2e}{r.tolerance:>12.1e}  "
-                     f"{'pass' if r.passed else 'FAIL'}  {ms}".rstrip())
+        lines.append(f"{r.op:<{op_width}}{r.shape:<{shape_width}}{r.error:>12.2e}"
+                     f"{r.tolerance:>12.1e}  {'pass' if r.passed else 'FAIL'}  {ms}".rstrip())
     failed = sum(not r.passed for r in results)
     lines.append(f"{len(results) - failed} passed, {failed} failed")
     return "\n".join(lines)

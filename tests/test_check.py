@@ -53,3 +53,12 @@ def test_only_rejects_unknown_checks(capsys):
     with pytest.raises(SystemExit):
         check_main(["--backend", "cpu", "--only", "bogus"])
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_the_table_columns_fit_the_longest_names():
+    rows = [check.CheckResult("a_very_long_operation_name_of_30", "12x345x6789", 1e-9, 1e-6, None),
+            check.CheckResult("op", "1", 0.0, 0.0, None)]
+    header, first, second, _ = check.format_table(rows).splitlines()
+    assert first.split()[:2] == ["a_very_long_operation_name_of_30", "12x345x6789"]
+    starts = [line.index(word) for line, word in ((header, "shape"), (first, "12x345x6789"), (second, " 1 "))]
+    assert starts[0] == starts[1] == starts[2] + 1
