@@ -9,8 +9,10 @@ import signal
 import sys
 import typing
 from dataclasses import MISSING, fields
+from pathlib import Path
 
-from .config import TrainConfig
+from .checkpoint import load_checkpoint
+from .config import TrainConfig, resumable_fields
 from .errors import RunInterrupted
 from .train import Trainer
 
@@ -40,7 +42,9 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def train_parser():
+def train_parser(defaults=True):
+    """dvae-train's parser; defaults=False leaves out what the command line does not set
+    (given_options)."""
     p = argparse.ArgumentParser(
         prog="dvae-train", formatter_class=_DefaultsHelp,
         description="Train a discrete VAE with direct optimization through arg max "
@@ -52,12 +56,14 @@ def train_parser():
             continue
         group, flags = groups[meta["group"]], option_flags(field)
         default = field.default if field.default is not MISSING else None
+        given_default = default if defaults else argparse.SUPPRESS
         if field.type is bool:
             action = "store_false" if default else "store_true"
-            group.add_argument(*flags, dest=field.name, action=action, help=meta["help"])
+            group.add_argument(*flags, dest=field.name, action=action, help=meta["help"],
+                               **({} if defaults else {"default": argparse.SUPPRESS}))
         else:
-            group.add_argument(*flags, dest=field.name, type=_value_type(field), default=default,
-                               choices=meta.get("choices"), help=meta["help"])
+            group.add_argument(*flags, dest=field.name, type=_value_type(field),
+                               default=given_default, choices=meta.get("choices"), help=meta["help"])
         if field.name == "out":
             group.add_argument("--resume", action="store_true",
                                help="continue the run saved in --out")
@@ -95,6 +101,8 @@ BAD_INPUT, RUN_FAILED = 2, 1
 def train_main(argv=None):
     args = vars(train_parser().parse_args(argv))
     resume, overwrite, debug = args.pop("resume"), args.pop("overwrite"), args.pop("debug")
+    if resume:
+        args = with_the_runs_options(args, given_options(argv))
     stage = BAD_INPUT  # until the first step starts: then a fault is a failure of the run
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # the loop takes it over, then gives it back
     try:
@@ -128,6 +136,32 @@ def train_main(argv=None):
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def given_options(argv):
+    """The config fields the command line `argv` sets itself (not left at their defaults)."""
+    return set(vars(train_parser(defaults=False).parse_args(argv))) & {f.name for f in fields(TrainConfig)}
+
+
+def with_the_runs_options(args, given):
+    """--resume: the options that define the run (all but the resumable ones: resumable_fields)
+    and --epochs, where the command line leaves them out, are the resumed run's own, from its
+    checkpoint.h5's config: `dvae-train --resume --out F` continues the run in F as it was
+    started, to its first --epochs unless given. The resumable ones (--backend, --no-progress,
+    ...) are about this process and keep their defaults. Where checkpoint.h5 cannot be read,
+    `args` as they are: the trainer then says what is wrong with it."""
+    try:
+        saved = load_checkpoint(Path(args["out"]) / "checkpoint.h5").config
+    except (OSError, ValueError):
+        return args
+    kept = (set(args) - resumable_fields()) | {"epochs"}
+    taken = {name: value for name, value in saved.items()
+             if name in kept and name not in given and value != args[name]}
+    if taken:
+        print("--resume: the run's own " + ", ".join(
+            in_flags(n) if isinstance(v, bool) else f"{in_flags(n)} {v}" for n, v in taken.items()),
+            flush=True)
+    return {**args, **taken}
 
 
 def in_flags(message):

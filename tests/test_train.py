@@ -129,6 +129,24 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path):
     assert_same_params(final_params(tmp_path / "a"), final_params(tmp_path / "b"))
 
 
+def test_resume_takes_the_runs_own_options_where_the_command_leaves_them_out(tmp_path, capsys):
+    assert train_main([*small_run(4), "--out", str(tmp_path / "whole")]) == 0
+    tmp_path = tmp_path / "resumed"
+    assert train_main([*small_run(2), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    # only the folder and the new target: the model, data and estimator options are the run's
+    assert train_main(["--resume", "--out", str(tmp_path), "--epochs", "4", "--backend", "cpu",
+                       "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("--resume: the run's own --train-subset 1500, --eval-subset 200, "
+                          "--latent-vars 3, --categories 4, --hidden 32, --batch-size 50, --seed 7\n")
+    assert_same_params(final_params(tmp_path), final_params(tmp_path.parent / "whole"))
+    # given options still win, and one that differs from the run's is refused as before
+    assert train_main(["--resume", "--out", str(tmp_path), "--epochs", "5", "--hidden", "16",
+                       "--backend", "cpu", "--no-progress"]) == 2
+    assert "different hidden=32 (now 16)" in capsys.readouterr().err
+
+
 def test_resume_refuses_a_different_run(tmp_path, uninterrupted, capsys):
     import shutil
 
