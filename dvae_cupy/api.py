@@ -14,18 +14,31 @@ It follows the scikit-learn estimator protocol without importing scikit-learn: t
 only stores its arguments (get_params/set_params see them all), `fit(X, y=None)` returns self,
 `transform(X)` gives codes (or one-hot codes with one_hot=True, for a linear model downstream),
 `inverse_transform(codes)` pixel probabilities, `score(X)` minus the mean test loss (higher is
-better). Fitted state ends in an underscore: model_, backend_, history_ (the per-epoch metrics),
-image_shape_, n_features_in_.
+better). Fitted state ends in an underscore: model_, backend_, history_ (the per-epoch metrics;
+a loaded model has those its file holds), image_shape_, n_features_in_.
 
 Inputs: any array-like (NumPy arrays, memory maps, h5py datasets, lists, CuPy arrays on the GPU
 backend, and anything with __dlpack__ such as a PyTorch or JAX tensor: taken without a copy where
-the backend allows), shaped (n, D) or (n, H, W), values in [0, 1] (binary or not). The
-evaluation methods read their input in batches of eval_batch_size rows, so an h5py dataset or a
-memory map larger than memory streams through in bounded memory. An empty input (n = 0) gives
-an empty output of the right shape from every method. Bad input raises a ValueError naming the
-argument. Outputs are the backend's arrays (NumPy on the CPU, CuPy on the GPU).
+the backend allows), shaped (n, D) or (n, H, W), with the data layer's pixels (data.py): uint8
+(or any integer type) 0..255 or 0/1, bool, or floats in [0, 1]. Every method that takes images
+accepts what fit accepts and gives the model the targets fit's evaluation gives it for x_valid
+and x_test: an array whose values are all 0 or 1 as it is; any other (grey) array thresholded,
+integers at >= 128 and floats at rint(p * 255) >= 128, i.e. p >= 0.5, whichever binarization
+trained the model (the dynamic one draws its Bernoulli pixels for training batches only). With
+binarization="none" grey input is refused, as fit refuses it. The evaluation methods read their
+input in batches of eval_batch_size rows, so an h5py dataset or a memory map larger than memory
+streams through in bounded memory (an integer array of 0/1 values is read twice: whether it is
+0/1 or grey is a property of the whole array). An empty input (n = 0) gives an empty output of
+the right shape from every method. Bad input (including scipy.sparse matrices) raises a
+ValueError naming the argument. Outputs are the backend's arrays (NumPy on the CPU, CuPy on the
+GPU).
+
+Integer parameters (n_latent, n_categories, hidden, pixels, epochs, batch_size, gumbel_samples,
+anneal_every, seed, eval_batch_size) may be given as integral floats (2.0) or NumPy integers and
+are used as int; anything else is a ValueError naming the parameter, raised when it is used.
 """
 import inspect
+import json
 import math
 import numbers
 
@@ -40,6 +53,12 @@ from .evaluate import Evaluator, eval_seed
 from .model import Model, categorical_probabilities
 
 FIT_BINARIZATIONS = BINARIZATIONS + ("none",)  # "none": the data are already 0/1
+# The integer parameters and their smallest values; n_categories and pixels may also be None.
+INTEGER_PARAMS = {"n_latent": 1, "n_categories": 2, "hidden": 1, "pixels": 1, "epochs": 0,
+                  "batch_size": 1, "gumbel_samples": 1, "anneal_every": 1, "seed": 0,
+                  "eval_batch_size": 1}
+OPTIONAL_PARAMS = ("n_categories", "pixels")
+PIXEL_RULE = "pixels must be uint8 0..255 or 0/1, bool, or floats in [0, 1]"  # data.py's rule
 
 
 def one_hot(codes, n_categories, xp=np):
@@ -100,12 +119,26 @@ class DiscreteVAE:
 
     def train_config(self, out=None):
         """The TrainConfig of this estimator's parameters (validated)."""
-        if self.binarization not in FIT_BINARIZATIONS:
-            raise ValueError(f"binarization must be one of {FIT_BINARIZATIONS}, got {self.binarization!r}")
+        self._binarization()
         names = {f for f in TrainConfig.__dataclass_fields__}
-        values = {k: v for k, v in self.get_params().items() if k in names and k != "binarization"}
+        values = {k: v for k, v in self._checked_params().items() if k in names and k != "binarization"}
         return TrainConfig(**values, binarization="fixed", dataset="arrays",
                            out=None if out is None else str(out))
+
+    def _checked_params(self):
+        """get_params() with every integer parameter as an int (INTEGER_PARAMS), or a ValueError
+        naming the first that is not an integer (an integral float counts) at its minimum."""
+        params = self.get_params()
+        for name, minimum in INTEGER_PARAMS.items():
+            if not (params[name] is None and name in OPTIONAL_PARAMS):
+                params[name] = _check_count(params[name], name, minimum)
+        params["seed"] = _check_seed(params["seed"], "seed")
+        return params
+
+    def _binarization(self):
+        if self.binarization not in FIT_BINARIZATIONS:
+            raise ValueError(f"binarization must be one of {FIT_BINARIZATIONS}, got {self.binarization!r}")
+        return self.binarization
 
     # -----------------------------------------------------------------------------------------
     # Training.
@@ -137,8 +170,8 @@ class DiscreteVAE:
         return self
 
     def _training_splits(self, X, x_valid, x_test):
-        arrays = {"train": X, "valid": x_valid, "test": x_test}
-        splits = make_splits(**{k: _host_array_like(v, k) for k, v in arrays.items()},
+        arrays = {"train": ("X", X), "valid": ("x_valid", x_valid), "test": ("x_test", x_test)}
+        splits = make_splits(**{k: _host_array_like(v, name) for k, (name, v) in arrays.items()},
                              image_shape=None, name="fit")
         if self.binarization == "none" and not splits.binarized:
             raise ValueError("binarization='none' says the data are already 0/1, but X holds other "
@@ -166,6 +199,15 @@ class DiscreteVAE:
 
     @classmethod
     def load(cls, path, backend="auto", eval_batch_size=1000):
+        """The model saved in `path`: a checkpoint written by save, by fit(out=...) or by
+        dvae-train (best.h5 or checkpoint.h5), with its parameters, its model and training
+        options and image_shape_, and history_ the per-epoch metrics the file holds (dvae-train's
+        and save's files hold those of the epochs that made these parameters; a file with none
+        gives []). backend and eval_batch_size are this machine's choice, not the file's: the
+        saved ones are not restored (a model trained on a GPU loads where there is none, and no
+        result depends on eval_batch_size). Raises FileNotFoundError for a missing file,
+        CorruptFileError for a damaged one, ValueError for parameters that are not finite or
+        that disagree with the saved config."""
         checkpoint = load_checkpoint(path)
         checkpoint.check_finite()
         config = checkpoint.config
@@ -180,17 +222,21 @@ class DiscreteVAE:
         model.load_params(checkpoint.params)
         image_shape = config.get("image_shape")
         vae._fitted(model, model.backend, None if image_shape is None else tuple(image_shape))
+        vae.history_ = json.loads((checkpoint.extra or {}).get("metrics_json", "[]"))
         return vae
 
     def save(self, path):
-        """The model as a checkpoint that load (and dvae-train's tools) read."""
+        """The model as a checkpoint that load (and dvae-train's tools) read, with history_
+        (dvae-train's "metrics_json" extra) when the model has one."""
         model = self._model()
         params = model.host_params()
         zeros = {k: np.zeros_like(v) for k, v in params.items()}
-        config = {k: v for k, v in self.get_params().items() if _json_value(v)}
+        config = {k: v for k, v in self._checked_params().items() if _json_value(v)}
         config.update(pixels=model.shape.pixels, image_shape=getattr(self, "image_shape_", None))
+        history = getattr(self, "history_", None)
+        extra = None if history is None else {"metrics_json": json.dumps(history)}
         save_checkpoint(path, params=params, optimizer={"m": zeros, "v": zeros}, step=0, epoch=0,
-                        eps=0.0, rng_state={}, extra=None, config=config)
+                        eps=0.0, rng_state={}, extra=extra, config=config)
 
     # -----------------------------------------------------------------------------------------
     # The fitted model, input checks and batching.
@@ -200,9 +246,10 @@ class DiscreteVAE:
             if self.pixels is None:
                 raise NotFittedError("this DiscreteVAE is not fitted yet: call fit(X) first, load a "
                                      "saved one, or give pixels= for an untrained model")
+            params = self._checked_params()
             backend = get_backend(self.backend)
-            shape = self.train_config().model_shape(self.pixels)
-            self._fitted(Model(shape, backend, seed=_check_seed(self.seed, "seed")), backend, None)
+            shape = self.train_config().model_shape(params["pixels"])
+            self._fitted(Model(shape, backend, seed=params["seed"]), backend, None)
         return self.model_
 
     @property
@@ -215,36 +262,58 @@ class DiscreteVAE:
         return self._model().shape
 
     def _batches(self, x, name):
-        """(start, float32 device batch) over the rows of `x`, each batch read and checked as it
-        comes (nothing holds the whole input), and the row count."""
+        """(start, float32 0/1 device targets) over the rows of `x`, each batch read, checked and
+        prepared as it comes (nothing holds the whole input), and the row count. The targets
+        are those fit's evaluation gives x_valid and x_test (the module docstring's rule)."""
         model = self._model()
         x = _array_like(x, name, self.backend_)
         pixels = model.shape.pixels
         if len(x.shape) not in (2, 3) or math.prod(x.shape[1:]) != pixels:
             raise ValueError(f"{name} must have shape (n, {pixels}) or (n, H, W) with H*W = {pixels}, "
                              f"got {tuple(x.shape)}")
+        kind = _pixel_kind(x, name)
         size = _check_count(self.eval_batch_size, "eval_batch_size", 1)
+        binary_only = self._binarization() == "none"
+        # Integers 0/1 are binary and any other integers grey levels (1 is then near black): a
+        # property of the whole array, as in the data layer, so it is read (up to its first grey
+        # level) before the batches. Floats need no such pass: p >= 0.5 maps 0 and 1 to themselves.
+        grey_integers = kind == "i" and _holds_grey_integers(x, size)
+        if grey_integers and binary_only:
+            raise ValueError(_grey_but_none(name))
 
         def batches():
             for start in range(0, x.shape[0], size):
-                yield start, self._targets(x[start:start + size], name)
+                yield start, self._targets(x[start:start + size], name, kind, grey_integers, binary_only)
         return batches(), x.shape[0]
 
-    def _targets(self, block, name):
+    def _targets(self, block, name, kind, grey_integers, binary_only):
+        """float32 (B, D) 0/1 targets of one block of pixels of `kind` (_pixel_kind)."""
         xp = self.backend_.xp
         block = xp.asarray(block)
-        if block.dtype.kind == "c":
-            raise ValueError(f"{name}: Complex data not supported (dtype {block.dtype})")
-        if block.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must hold real pixel values, got dtype {block.dtype}")
-        block = xp.ascontiguousarray(block.reshape(len(block), -1), dtype=np.float32)
-        if not bool(xp.isfinite(block).all()):
-            raise ValueError(f"{name} contains non-finite values (nan or inf)")
-        if block.size and float(block.min()) < 0:
-            raise ValueError(f"{name}: Negative values in data; pixel values must be in [0, 1]")
-        if block.size and float(block.max()) > 1:
-            raise ValueError(f"{name} must hold pixel values in [0, 1]")
-        return block
+        block = block.reshape(len(block), -1)
+        if kind == "f":
+            if not bool(xp.isfinite(block).all()):
+                raise ValueError(f"{name} contains non-finite values (nan or inf)")
+            low, high = (float(block.min()), float(block.max())) if block.size else (0.0, 0.0)
+            if low < 0:
+                raise ValueError(f"{name}: Negative values in data ({low}); float pixels must be in [0, 1]")
+            if high > 1:
+                raise ValueError(f"{name}: float pixels must be in [0, 1]; found {high}")
+            if binary_only and not bool(((block == 0) | (block == 1)).all()):
+                raise ValueError(_grey_but_none(name))
+            # data.py's rint(p * 255) >= 128 (in float64) is p >= 0.5: for float16/32 p, 255 p
+            # is exact in float64; a float64 p < 0.5 is <= 0.5 - 2**-54, and 255 times that
+            # rounds below 127.5 (tests/test_fit.py compares the two at 0.5's neighbours)
+            block = block >= 0.5
+        elif kind == "i":
+            low, high = (int(block.min()), int(block.max())) if block.size else (0, 0)
+            if low < 0:
+                raise ValueError(f"{name}: Negative values in data ({low}); integer pixels must be in 0..255")
+            if high > 255:
+                raise ValueError(f"{name}: integer pixels must be in 0..255; found {high}")
+            if grey_integers:
+                block = block >= 128
+        return xp.ascontiguousarray(block, dtype=np.float32)
 
     def _collect(self, fn, batches, empty):
         """fn(batch, start) over the batches, concatenated (copies: fn returns views of reused
@@ -305,6 +374,10 @@ class DiscreteVAE:
     def posterior(self, x):
         """q(z|x): the categorical probabilities of every variable, (n, N, K) (independent
         categoricals only: the pairwise model's posterior has no closed form)."""
+        if self._model().shape.is_pairwise:
+            raise ValueError("posterior() is for latent_structure='categorical': the pairwise "
+                             "model's posterior has no closed form; use potentials() for its "
+                             "unary and pairwise potentials, or encode() for its most likely codes")
         logits = self.logits(x)
         return categorical_probabilities(self.backend_.xp, logits)
 
@@ -375,8 +448,11 @@ class DiscreteVAE:
         return self._collect(loss, batches, self.backend_.xp.zeros(0, np.float32))
 
     def score(self, X, y=None):
-        """Minus the mean test loss of X (higher is better, as scikit-learn expects)."""
-        losses = self.loss(X)
+        """Minus the mean test loss of X (higher is better, as scikit-learn expects): fit's
+        test_loss, with its noise seed (the seed parameter) and its targets. fit draws the
+        Gumbel noise by position in an eval_batch_size batch, score image i's from the stream
+        (seed, i): the two agree exactly for single images and in expectation otherwise."""
+        losses = self.loss(X, seed=self._checked_params()["seed"])
         if len(losses) == 0:
             raise ValueError("X is empty: a mean test loss needs at least one image")
         return -float(losses.mean())
@@ -411,7 +487,11 @@ def _json_value(value):
 
 
 def _check_count(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    """value as an int >= minimum: an integer (not a bool) or an integral float, else a
+    ValueError naming it."""
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
+    if isinstance(value, bool) or not integral or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
@@ -440,8 +520,8 @@ def _array_like(x, name, backend=None):
     if isinstance(x, np.ndarray) or type(x).__module__.startswith(("cupy", "h5py")):
         return x
     if hasattr(x, "nnz") and hasattr(x, "toarray"):  # scipy.sparse
-        raise TypeError(f"{name}: sparse input is not supported (pixels are dense); pass "
-                        f"{name}.toarray()")
+        raise ValueError(f"{name}: sparse input is not supported (pixels are dense); pass "
+                         f"{name}.toarray()")
     if hasattr(x, "__dlpack__"):
         return _dlpack_view(x, backend)
     if hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__"):
@@ -453,6 +533,37 @@ def _array_like(x, name, backend=None):
     if array.dtype == object:
         raise ValueError(f"{name} is not a numeric array (ragged or mixed rows)")
     return array
+
+
+def _pixel_kind(x, name):
+    """"b" (bool), "i" (any integer type) or "f" (float) for an array-like of pixels, read from
+    its dtype before any pixel is; other dtypes are refused as data.py refuses them."""
+    try:
+        dtype = np.dtype(x.dtype)
+    except TypeError as error:
+        raise ValueError(f"{name}: dtype {x.dtype!r} is not a NumPy dtype; {PIXEL_RULE}") from error
+    if dtype.kind == "c":
+        raise ValueError(f"{name}: Complex data not supported (dtype {dtype}); {PIXEL_RULE}")
+    if dtype.kind not in "biuf":
+        raise ValueError(f"{name}: dtype {dtype}; {PIXEL_RULE}")
+    return "i" if dtype.kind == "u" else dtype.kind
+
+
+def _holds_grey_integers(x, size):
+    """True when the integer array-like x holds a value > 1, read `size` rows at a time up to
+    the first such block (the range of every value is checked batch by batch later)."""
+    for start in range(0, x.shape[0], size):
+        block = x[start:start + size]
+        block = block if type(block).__module__.startswith("cupy") else np.asarray(block)
+        if block.size and int(block.max()) > 1:
+            return True
+    return False
+
+
+def _grey_but_none(name):
+    return (f"{name} holds grey levels (values other than 0 and 1), but binarization='none' says "
+            "the data are already 0/1, and fit refuses such data; use binarization='fixed' or "
+            "'dynamic'")
 
 
 def _host_array_like(x, name):

@@ -94,3 +94,46 @@ def test_bad_inputs_name_the_problem(vae, tmp_path):
         DiscreteVAE(n_categories=1, pixels=4, backend="cpu").encode(np.zeros((1, 4)))
     with pytest.raises(FileNotFoundError):
         DiscreteVAE.load(tmp_path / "missing.h5")
+
+
+def test_posterior_of_the_pairwise_model_says_posterior():
+    vae = DiscreteVAE(n_latent=3, latent_structure="pairwise", hidden=8, pixels=PIXELS, backend="cpu")
+    with pytest.raises(ValueError, match=r"posterior\(\) is for latent_structure='categorical'"):
+        vae.posterior(images(2))
+    assert vae.potentials(images(2))[0].shape == (2, 3, 2)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("n_latent", 2.5), ("n_latent", "2"), ("n_latent", None), ("n_categories", float("nan")),
+    ("hidden", "a"), ("hidden", None), ("pixels", "a"), ("pixels", 20.5), ("epochs", True),
+    ("batch_size", "50"), ("gumbel_samples", 1.5), ("anneal_every", None), ("seed", -1.0),
+    ("seed", 2.0 ** 64), ("eval_batch_size", 0.5), ("eval_batch_size", float("inf")),
+])
+def test_a_bad_integer_parameter_is_a_value_error_naming_it(name, value):
+    params = {"pixels": PIXELS, "backend": "cpu", name: value}
+    with pytest.raises(ValueError, match=rf"{name} must be an integer"):
+        DiscreteVAE(**params).encode(images(2))
+
+
+def test_integral_floats_are_used_as_ints_by_an_untrained_model(vae):
+    params = {**vae.get_params(), "n_latent": 2.0, "n_categories": 3.0, "hidden": 8.0,
+              "pixels": float(PIXELS), "seed": 1.0, "eval_batch_size": 7.0}
+    floats = DiscreteVAE(**params)
+    assert floats.shape == vae.shape and type(floats.shape.n_latent) is int
+    np.testing.assert_array_equal(floats.logits(images(9)), vae.logits(images(9)))
+
+
+def sparse_matrix(dense):
+    from scipy import sparse  # in the test extra, not a core dependency
+    return sparse.csr_matrix(dense)
+
+
+@pytest.mark.parametrize("x, message", [
+    (lambda: np.full((2, PIXELS), 256), "x: integer pixels must be in 0..255; found 256"),
+    (lambda: np.full((2, PIXELS), -1), r"x: Negative values in data \(-1\)"),
+    (lambda: np.zeros((2, PIXELS), "U1"), "x: dtype <U1; pixels must be uint8 0..255"),
+    (lambda: sparse_matrix(np.eye(2, PIXELS)), r"x: sparse input is not supported .* x.toarray\(\)"),
+])
+def test_bad_pixels_are_a_value_error_naming_x(vae, x, message):
+    with pytest.raises(ValueError, match=message):
+        vae.encode(x())

@@ -190,7 +190,7 @@ def test_bad_training_input(tmp_path):
         DiscreteVAE(**SMALL).fit(np.full((300, 4), -1.0))
     with pytest.raises(ValueError, match="binarization must be one of"):
         DiscreteVAE(binarization="sometimes", **SMALL).fit(binary_images(300, (4,)))
-    with pytest.raises(TypeError, match="sparse input is not supported"):
+    with pytest.raises(ValueError, match="X: sparse input is not supported"):
         from scipy import sparse
         DiscreteVAE(**SMALL).fit(sparse.csr_matrix(np.eye(300, 4)))
     with pytest.raises(NotFittedError, match="not fitted yet"):
@@ -208,3 +208,149 @@ def test_load_refuses_parameters_that_disagree_with_the_config(fitted, tmp_path)
         assert json.loads(f.attrs["config"])["pixels"] == 784
     with pytest.raises(ValueError, match="for 24 pixels but the checkpoint's config says 784"):
         DiscreteVAE.load(tmp_path / "m.h5", backend="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Every method that takes images takes what fit takes, prepared as fit prepares x_valid/x_test.
+
+def grey_pixels(n, d, dtype=np.float64, seed=0):
+    """Grey floats in [0, 1] with the threshold's neighbours in `dtype` among them (0.5 is the
+    grey level rint(127.5) = 128, the next float below it 127)."""
+    x = np.random.default_rng(seed).uniform(size=(n, d)).astype(dtype)
+    half, zero, one = dtype(0.5), dtype(0), dtype(1)
+    edges = [zero, one, half, np.nextafter(half, zero), np.nextafter(half, one),
+             np.nextafter(np.nextafter(half, zero), zero), 127 / 255, 128 / 255, 126.5 / 255,
+             128.5 / 255, 0.25, 0.75]
+    x.flat[:len(edges)] = np.array(edges, dtype)
+    return x
+
+
+def uint8_mostly_binary(n, d):
+    """uint8 grey levels whose first rows hold only 0 and 1: grey as a whole (1 is near black)."""
+    x = binary_images(n, (d,))
+    x[-1, 0] = 200
+    return x
+
+
+EVAL_INPUTS = {
+    "float64 grey": lambda: grey_pixels(20, 12),
+    "float32 grey": lambda: grey_pixels(20, 12, np.float32),
+    "float16 grey": lambda: grey_pixels(20, 12, np.float16),
+    "uint8 0..255": lambda: np.random.default_rng(1).integers(0, 256, (20, 12)).astype(np.uint8),
+    "uint8 127/128": lambda: np.tile(np.array([0, 1, 127, 128, 255, 2], np.uint8), (20, 2)),
+    "int64 0..255": lambda: np.random.default_rng(2).integers(0, 256, (20, 12)),
+    "uint16 0..255": lambda: np.random.default_rng(3).integers(0, 256, (20, 12)).astype(np.uint16),
+    "uint8 0/1 but grey": lambda: uint8_mostly_binary(20, 12),
+    "uint8 0/1": lambda: binary_images(20, (12,)),
+    "float 0/1": lambda: binary_images(20, (12,)).astype(np.float64),
+    "bool": lambda: binary_images(20, (12,)).astype(bool),
+    "(n, H, W) grey": lambda: grey_pixels(20, 12).reshape(20, 3, 4),
+    "list of ints": lambda: np.random.default_rng(4).integers(0, 256, (20, 12)).tolist(),
+}
+
+
+@pytest.mark.parametrize("kind", EVAL_INPUTS)
+def test_evaluation_takes_fits_pixels_and_prepares_them_as_fits_test_split(kind):
+    x = EVAL_INPUTS[kind]()
+    vae = DiscreteVAE(pixels=12, hidden=8, backend="cpu", eval_batch_size=7)  # 3 batches of 20 rows
+    fits_test = vae._training_splits(x, x, x).test  # fit's own preparation of x_test: uint8 0/1
+    assert set(np.unique(fits_test)) <= {0, 1}
+    # the encoder's float outputs differ wherever one target pixel does
+    np.testing.assert_array_equal(vae.logits(x), vae.logits(fits_test))
+    np.testing.assert_array_equal(vae.loss(x, seed=5), vae.loss(fits_test, seed=5))
+
+
+@pytest.mark.parametrize("dtype, binarization", [("float", "fixed"), ("uint8", "fixed"),
+                                                 ("float", "dynamic")])
+def test_score_is_the_test_loss_fit_reports(dtype, binarization):
+    rng = np.random.default_rng(7)
+    grey = {name: rng.uniform(size=(n, 30)) for name, n in (("train", 300), ("valid", 20), ("test", 25))}
+    if dtype == "uint8":
+        grey = {name: np.rint(x * 255).astype(np.uint8) for name, x in grey.items()}
+    # eval_batch_size=1: fit's evaluation gives every image the noise of row 0 of a batch, which
+    # is the noise score gives the first (here the only) image it is given
+    vae = DiscreteVAE(hidden=16, epochs=1, batch_size=50, seed=3, eval_batch_size=1, backend="cpu",
+                      progress=False, binarization=binarization)
+    vae.fit(grey["train"], x_valid=grey["valid"], x_test=grey["test"])
+    for split in ("valid", "test"):
+        scores = [-vae.score(grey[split][i:i + 1]) for i in range(len(grey[split]))]
+        # the same float32 per-image losses, averaged in float64: equal to the last bit today;
+        # 1e-12 allows a reordered float64 sum, while one target pixel flipped in one image
+        # moved this mean by at least 1.2e-6 relative (median 3e-4; measured, float/fixed case)
+        assert vae.history_[-1][f"{split}_loss"] == pytest.approx(sum(scores) / len(scores), rel=1e-12)
+
+
+GREY_UINT8 = np.random.default_rng(8).integers(0, 256, (300, 30)).astype(np.uint8)
+UINT8_OPTIONS = dict(n_latent=3, n_categories=4, **SMALL)
+
+
+def test_fit_transform_takes_uint8_grey_levels():
+    codes = DiscreteVAE(**UINT8_OPTIONS).fit_transform(GREY_UINT8)
+    thresholded = (GREY_UINT8 >= 128).astype(np.uint8)
+    vae = DiscreteVAE(**UINT8_OPTIONS).fit(thresholded)  # the data fit trained on above
+    np.testing.assert_array_equal(codes, vae.transform(GREY_UINT8))
+    np.testing.assert_array_equal(codes, vae.transform(thresholded))
+    assert vae.score(GREY_UINT8) == vae.score(thresholded)
+
+
+def test_a_pipeline_takes_uint8_grey_levels():
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed (optional)")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    labels = (GREY_UINT8[:, :15].mean(axis=1) > GREY_UINT8[:, 15:].mean(axis=1)).astype(int)
+    pipeline = Pipeline([("vae", DiscreteVAE(one_hot=True, **UINT8_OPTIONS)),
+                         ("clf", LogisticRegression(max_iter=200))])
+    assert pipeline.fit(GREY_UINT8, labels).predict(GREY_UINT8).shape == (300,)
+
+
+def test_binarization_none_refuses_grey_input_in_evaluation_as_fit_does():
+    vae = DiscreteVAE(binarization="none", **SMALL).fit(binary_images(300, (12,)))
+    assert vae.encode(binary_images(5, (12,))).shape == (5, 1)
+    for grey in (np.full((5, 12), 0.5), np.full((5, 12), 200, np.uint8)):
+        with pytest.raises(ValueError, match="x holds grey levels .* binarization='none'"):
+            vae.encode(grey)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer parameters, and what a loaded model holds.
+
+def without_seconds(metrics):
+    return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
+
+
+def test_integer_parameters_may_be_integral_floats_or_numpy_integers(tmp_path):
+    x = binary_images(300, (12,))
+    ints = dict(n_latent=2, n_categories=3, hidden=16, epochs=2, batch_size=50, gumbel_samples=2,
+                anneal_every=7, seed=4, eval_batch_size=60)
+    reference = DiscreteVAE(**ints, backend="cpu", progress=False).fit(x)
+    for kind in (float, np.int64):
+        converted = {k: kind(v) for k, v in ints.items()}
+        vae = DiscreteVAE(**converted, backend="cpu", progress=False).fit(x)
+        assert without_seconds(vae.history_) == without_seconds(reference.history_), kind
+        assert vae.score(x[:9]) == reference.score(x[:9])
+        vae.save(tmp_path / "m.h5")  # the checkpoint's config holds ints (np.int64 is no JSON)
+        loaded = DiscreteVAE.load(tmp_path / "m.h5", backend="cpu")
+        assert loaded.shape == reference.shape and type(loaded.n_latent) is int
+        np.testing.assert_array_equal(loaded.logits(x[:9]), reference.logits(x[:9]))
+
+
+def test_a_loaded_model_has_the_history_its_file_holds(tmp_path):
+    x = binary_images(300, (12,))
+    vae = DiscreteVAE(**{**SMALL, "epochs": 3}).fit(x, out=tmp_path / "run")
+    assert DiscreteVAE.load(tmp_path / "run" / "checkpoint.h5", backend="cpu").history_ == vae.history_
+    best = DiscreteVAE.load(tmp_path / "run" / "best.h5", backend="cpu").history_
+    best_epoch = min(vae.history_, key=lambda m: m["valid_loss"])["epoch"]
+    assert best == vae.history_[:best_epoch]  # best.h5: the epochs that made its parameters
+    vae.save(tmp_path / "fit.h5")
+    assert DiscreteVAE.load(tmp_path / "fit.h5", backend="cpu").history_ == vae.history_
+    DiscreteVAE(pixels=12, hidden=8, backend="cpu").save(tmp_path / "untrained.h5")
+    assert DiscreteVAE.load(tmp_path / "untrained.h5", backend="cpu").history_ == []
+
+
+def test_load_takes_backend_and_eval_batch_size_from_its_arguments_not_the_file(tmp_path):
+    DiscreteVAE(pixels=12, hidden=8, backend="cpu", eval_batch_size=7).save(tmp_path / "m.h5")
+    loaded = DiscreteVAE.load(tmp_path / "m.h5")
+    assert (loaded.backend, loaded.eval_batch_size) == ("auto", 1000)  # as load's docstring says
+    loaded = DiscreteVAE.load(tmp_path / "m.h5", backend="cpu", eval_batch_size=7)
+    assert (loaded.backend, loaded.eval_batch_size) == ("cpu", 7)
