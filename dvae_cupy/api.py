@@ -203,9 +203,9 @@ class DiscreteVAE:
         dvae-train (best.h5 or checkpoint.h5), with its parameters, its model and training
         options and image_shape_, and history_ the per-epoch metrics the file holds (dvae-train's
         and save's files hold those of the epochs that made these parameters; a file with none
-        gives []). backend and eval_batch_size are this machine's choice, not the file's: the
-        saved ones are not restored (a model trained on a GPU loads where there is none, and no
-        result depends on eval_batch_size). Raises FileNotFoundError for a missing file,
+        gives []). backend, eval_batch_size and cuda_graph are this machine's choice, not the
+        file's: the saved ones are not restored (a model trained on a GPU, in CUDA graphs or
+        not, loads and trains where there is none, and no result depends on eval_batch_size). Raises FileNotFoundError for a missing file,
         CorruptFileError for a damaged one, ValueError for parameters that are not finite or
         that disagree with the saved config."""
         checkpoint = load_checkpoint(path)
@@ -215,7 +215,8 @@ class DiscreteVAE:
         if config.get("pixels", pixels) != pixels:
             raise ValueError(f"{path}: the parameters are for {pixels} pixels but the checkpoint's "
                              f"config says {config['pixels']}")
-        params = {k: v for k, v in config.items() if k in cls._param_names()}
+        machine_choices = ("backend", "eval_batch_size", "cuda_graph")  # this machine's, not the file's
+        params = {k: v for k, v in config.items() if k in cls._param_names() and k not in machine_choices}
         params.update(pixels=pixels, backend=backend, eval_batch_size=eval_batch_size)
         vae = cls(**params)
         model = Model(vae.train_config().model_shape(pixels), get_backend(backend), seed=0)
@@ -227,12 +228,16 @@ class DiscreteVAE:
 
     def save(self, path):
         """The model as a checkpoint that load (and dvae-train's tools) read, with history_
-        (dvae-train's "metrics_json" extra) when the model has one."""
+        (dvae-train's "metrics_json" extra) when the model has one. The model's shape is the
+        fitted model's, even after set_params has changed n_latent and the like for a next fit."""
         model = self._model()
         params = model.host_params()
         zeros = {k: np.zeros_like(v) for k, v in params.items()}
         config = {k: v for k, v in self._checked_params().items() if _json_value(v)}
-        config.update(pixels=model.shape.pixels, image_shape=getattr(self, "image_shape_", None))
+        shape = model.shape  # the fitted model's, whatever set_params has changed since
+        config.update(n_latent=shape.n_latent, n_categories=shape.n_categories, hidden=shape.hidden,
+                      latent_structure=shape.structure, pairwise=shape.pairwise, pixels=shape.pixels,
+                      image_shape=getattr(self, "image_shape_", None))
         history = getattr(self, "history_", None)
         extra = None if history is None else {"metrics_json": json.dumps(history)}
         save_checkpoint(path, params=params, optimizer={"m": zeros, "v": zeros}, step=0, epoch=0,

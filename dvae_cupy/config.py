@@ -14,6 +14,8 @@ Fields without "help" are not options (none today).
 import math
 from dataclasses import dataclass, field, fields
 
+import numpy as np
+
 from .backend import BACKEND_NAMES
 from .estimators import ESTIMATORS, EstimatorConfig
 from .model import LATENT_STRUCTURES, ModelShape
@@ -127,6 +129,9 @@ class TrainConfig:
         _check_integer("seed", self.seed, 0)
         if self.seed >= 2 ** 63:
             raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        for f in fields(self):
+            if f.type is bool and not isinstance(getattr(self, f.name), (bool, np.bool_)):
+                raise ValueError(f"{f.name} must be True or False, got {getattr(self, f.name)!r}")
         if self.out is not None and (not isinstance(self.out, str) or not self.out.strip()):
             raise ValueError(f"out must name a folder, got {self.out!r} (an empty name would "
                              f"write the run into the current folder: say '.' for that)")

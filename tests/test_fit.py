@@ -354,3 +354,31 @@ def test_load_takes_backend_and_eval_batch_size_from_its_arguments_not_the_file(
     assert (loaded.backend, loaded.eval_batch_size) == ("auto", 1000)  # as load's docstring says
     loaded = DiscreteVAE.load(tmp_path / "m.h5", backend="cpu", eval_batch_size=7)
     assert (loaded.backend, loaded.eval_batch_size) == ("cpu", 7)
+
+
+def test_save_after_set_params_saves_the_fitted_model(tmp_path):
+    images = load_dataset("fashion-mnist").train[:300]
+    vae = DiscreteVAE(n_latent=2, n_categories=3, hidden=16, epochs=1, batch_size=50,
+                      progress=False, backend="cpu").fit(images)
+    codes = vae.encode(images[:7])
+    vae.set_params(n_latent=5, hidden=8)       # for a next fit: the fitted model is unchanged
+    vae.save(tmp_path / "m.h5")
+    loaded = DiscreteVAE.load(tmp_path / "m.h5", backend="cpu")
+    assert (loaded.n_latent, loaded.hidden) == (2, 16)
+    np.testing.assert_array_equal(loaded.encode(images[:7]), codes)
+
+
+def test_load_leaves_cuda_graph_to_this_machine(tmp_path):
+    images = load_dataset("fashion-mnist").train[:300]
+    vae = DiscreteVAE(hidden=16, epochs=1, batch_size=50, progress=False, backend="cpu").fit(images)
+    vae.set_params(cuda_graph=True)           # as a GPU run's saved options would say
+    vae.save(tmp_path / "m.h5")
+    loaded = DiscreteVAE.load(tmp_path / "m.h5", backend="cpu")
+    assert loaded.cuda_graph is False
+    loaded.set_params(epochs=1).fit(images)   # refits here, on the CPU
+
+
+@pytest.mark.parametrize("option", ["two_sided", "straight_through", "progress"])
+def test_a_bool_option_that_is_not_a_bool_is_named(option):
+    with pytest.raises(ValueError, match=f"{option} must be True or False, got 'no'"):
+        DiscreteVAE(**{option: "no"}, epochs=1).fit(np.zeros((200, 784), np.float32))
