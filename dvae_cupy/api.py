@@ -41,6 +41,7 @@ import inspect
 import json
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -162,6 +163,9 @@ class DiscreteVAE:
                                         "fixed" if splits.binarized else "dynamic"})
         if (resume or overwrite) and out is None:
             raise ValueError("resume=True and overwrite=True need out=, the run folder")
+        for name, reason in config.ignored_options():
+            warnings.warn(f"{name}={getattr(config, name)!r} has no effect here: {reason}",
+                          UserWarning, stacklevel=2)
         trainer = Trainer(config, log=print if self.progress else _quiet, data=splits,
                           resume=resume, overwrite=overwrite)
         trainer.run()

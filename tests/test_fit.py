@@ -382,3 +382,11 @@ def test_load_leaves_cuda_graph_to_this_machine(tmp_path):
 def test_a_bool_option_that_is_not_a_bool_is_named(option):
     with pytest.raises(ValueError, match=f"{option} must be True or False, got 'no'"):
         DiscreteVAE(**{option: "no"}, epochs=1).fit(np.zeros((200, 784), np.float32))
+
+
+def test_fit_warns_of_an_option_that_does_nothing():
+    images = load_dataset("fashion-mnist").train[:200]
+    with pytest.warns(UserWarning, match=r"^tau0=2.0 has no effect here: it applies to the "
+                                         r"gumbel-softmax estimator, not direct$"):
+        DiscreteVAE(tau0=2.0, hidden=8, epochs=1, batch_size=50, progress=False,
+                    backend="cpu").fit(images)
