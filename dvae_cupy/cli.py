@@ -118,8 +118,10 @@ def train_main(argv=None):
               f"estimator={config.estimator}, {len(trainer.train_images)} images, "
               f"{trainer.steps_per_epoch} steps per epoch, output in {config.out}", flush=True)
         stage = RUN_FAILED
+        epochs_before = trainer.epoch
         trainer.run()
-        if config.n_latent > 1 and config.latent_structure == "categorical" and trainer.metrics:
+        trained = trainer.epoch > epochs_before  # not a resumed run that had nothing to do
+        if config.n_latent > 1 and config.latent_structure == "categorical" and trained:
             nll = trainer.evaluate_nll()
             print(f"test NLL bound ({config.nll_samples} importance samples): {nll:.2f}")
     except RunInterrupted as interruption:

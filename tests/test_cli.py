@@ -77,3 +77,14 @@ def test_dvae_train_notes_each_option_that_does_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert ("dvae-train: note: --straight-through has no effect here: it applies to the "
             "gumbel-softmax estimator, not direct\n") in err
+
+
+def test_a_resumed_run_with_nothing_to_do_does_no_final_evaluation(tmp_path, capsys):
+    run = ["--train-subset", "200", "--eval-subset", "100", "--hidden", "8", "-N", "2", "-K", "3",
+           "--batch-size", "50", "--backend", "cpu", "--no-progress", "--epochs", "1",
+           "--nll-samples", "2", "--out", str(tmp_path)]
+    assert train_main(run) == 0
+    assert "test NLL bound" in capsys.readouterr().out
+    assert train_main([*run, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to do" in out and "test NLL bound" not in out
