@@ -163,7 +163,7 @@ def test_a_full_disk_during_the_run_is_a_clear_error_and_keeps_the_last_checkpoi
 
 @pytest.mark.parametrize("setup, args, message", [
     (lambda d: d.write_text("x"), [], "is a file, not a folder"),
-    (lambda d: None, ["--eps0", "0.1", "--eps-min", "5"], "eps_min (5.0) must be <= eps0"),
+    (lambda d: None, ["--eps0", "0.1", "--eps-min", "5"], "--eps-min (5.0) must be <= --eps0"),
     (lambda d: None, ["--lr", "1e6", "--epochs", "1"], "training loss"),
     (lambda d: None, ["--epochs", "0"], None),
 ])
