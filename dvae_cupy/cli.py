@@ -68,8 +68,8 @@ def train_parser(defaults=True):
             group.add_argument("--resume", action="store_true",
                                help="continue the run saved in --out")
             group.add_argument("--overwrite", action="store_true",
-                               help="replace the run saved in --out (its files are deleted when this "
-                                     "run saves its first checkpoint)")
+                               help="replace the run saved in --out (its files are deleted once this "
+                                     "run has saved its first epoch)")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
@@ -86,7 +86,7 @@ def options_table():
         if field.name == "out":
             rows.append("| `--resume` | | continue the run saved in --out |")
             rows.append("| `--overwrite` | | replace the run saved in --out (its files are deleted "
-                        "when this run saves its first checkpoint) |")
+                        "once this run has saved its first epoch) |")
     rows.append(f"| `--debug` | | {DEBUG_HELP} |")
     return "\n".join(rows)
 

@@ -16,20 +16,24 @@ The pieces, one job each:
   describe_run(path)         what run is there (epoch, step, best valid loss, damaged files)
   remove_run(path)           delete the files a run writes (RUN_FILES), nothing else
   prepare_run_folder(...)    all of the above in order, as the trainer and fit(out=...) need
-  replace_run(path, log)     remove_run, said: an --overwrite run calls it before its first write
+  set_aside_run(path)        an --overwrite run's first save: the previous run moved into
+                             .replaced-<pid>, then discard_set_aside (saved) or
+                             restore_set_aside (failed); recover_set_aside_runs after a kill
 
 POSIX only (fcntl). flock works on local file systems and, on Linux, on NFS (as a whole-file
 lock); a folder shared between machines is locked only where the file system propagates it.
 """
+import contextlib
 import errno
 import fcntl
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import explain_os_error, remove_orphan_temporaries
+from .atomic import explain_os_error, pid_is_alive, remove_orphan_temporaries
 from .checkpoint import checkpoint_problem, load_checkpoint
 from .errors import RunFolderError
 
@@ -39,6 +43,7 @@ METRICS = "metrics.jsonl"
 PICTURES = ("reconstructions.png", "codes.png", "curves.png", "pairwise.png")
 RUN_FILES = (CHECKPOINT, BEST, METRICS) + PICTURES   # every file a run writes in its folder
 LOCK_FILE = ".lock"
+SET_ASIDE_PREFIX = ".replaced-"   # + the PID of the --overwrite run that moved the previous run there
 
 
 # ------------------------------------------------------------------------------------------------
@@ -309,12 +314,13 @@ def prepare_run_folder(path, *, resume=False, overwrite=False, log=print):
     """Make `path` ready for a run and return its held RunLock (release it when the run ends).
 
     In order: check the folder (check_run_folder), lock it, remove orphan temporaries of dead
-    processes, then apply the rules: a fresh run into a folder holding a run is refused
-    (RunFolderError saying what is there and offering resume or overwrite); overwrite=True
-    accepts that run and says so through `log`, but deletes nothing: the caller calls
-    replace_run when the new run saves its first file, so a new run that never gets that far
-    (a typo in its data path, a bad option, a kill) leaves the previous one as it was;
-    resume=True of a folder with no checkpoint.h5 is refused. Whether checkpoint.h5 is sound is
+    processes and recover runs they had set aside (recover_set_aside_runs), then apply the
+    rules: a fresh run into a folder holding a run is refused (RunFolderError saying what is
+    there and offering resume or overwrite); overwrite=True accepts that run and says so
+    through `log`, but touches nothing: the caller sets it aside (set_aside_run) for its first
+    save and deletes it once that save is complete, so a new run that does not get that far
+    (bad input, a divergence, Ctrl-C, a failed write, a kill) leaves the previous one as it
+    was; resume=True of a folder with no checkpoint.h5 is refused. Whether checkpoint.h5 is sound is
     for the caller to check when it loads it (checkpoint.checkpoint_problem). On any error the
     lock is released.
     """
@@ -326,6 +332,7 @@ def prepare_run_folder(path, *, resume=False, overwrite=False, log=print):
     try:
         for orphan in remove_orphan_temporaries(folder):
             log(f"removed {orphan}, a temporary file left by a process that died mid-write")
+        recover_set_aside_runs(folder, log)
         run = describe_run(folder)
         if resume:
             _check_resumable(folder, run)
@@ -334,21 +341,79 @@ def prepare_run_folder(path, *, resume=False, overwrite=False, log=print):
                                  f"it with --resume, or replace it with --overwrite")
         elif run is not None:
             _check_removable(folder)
-            log(f"--overwrite: the previous run in {folder} ({run.describe()}) is deleted when "
-                f"this run saves its first checkpoint; until then it stays as it is")
+            log(f"--overwrite: the previous run in {folder} ({run.describe()}) is deleted once "
+                f"this run has saved its first epoch; until then it stays as it is")
     except BaseException:
         lock.release()
         raise
     return lock
 
 
-def replace_run(path, log=print):
-    """Delete the previous run's files in `path` (remove_run), saying so through `log`: what an
-    --overwrite run does just before it writes its first file."""
-    removed = remove_run(path)
-    if removed:
-        log(f"--overwrite: removed the previous run in {path}: deleted {', '.join(removed)}")
-    return removed
+def set_aside_run(path):
+    """Move the run files (RUN_FILES) in `path` into `path/.replaced-<pid>` and return that
+    folder: what an --overwrite run does just before its first save. Until discard_set_aside
+    (the new run's first save is complete) or restore_set_aside (it failed), the previous run
+    is whole there; a process killed in between leaves it for recover_set_aside_runs."""
+    folder = Path(path)
+    _check_removable(folder)
+    aside = folder / f"{SET_ASIDE_PREFIX}{os.getpid()}"
+    try:
+        aside.mkdir()
+        for name in RUN_FILES:
+            if os.path.lexists(folder / name):
+                os.rename(folder / name, aside / name)
+    except OSError as err:
+        if aside.is_dir():
+            _move_back(folder, aside)    # only what was moved: nothing else is touched
+        raise RunFolderError(f"cannot replace the run in {folder}: cannot move its files into "
+                             f"{aside}: {explain_os_error(err)}") from err
+    return aside
+
+
+def restore_set_aside(path, aside):
+    """Put the previous run back from `aside`: the run files now in `path` (the new run's, from
+    a first save that failed part way) are removed, then the set-aside ones moved back."""
+    folder = Path(path)
+    if not aside.is_dir():
+        return
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+    _move_back(folder, aside)
+
+
+def _move_back(folder, aside):
+    for entry in sorted(os.listdir(aside)):
+        os.replace(aside / entry, folder / entry)
+    aside.rmdir()
+
+
+def discard_set_aside(aside):
+    """Delete the previous run set aside in `aside` (the new run has saved its first epoch);
+    returns the names of its files."""
+    names = sorted(os.listdir(aside))
+    shutil.rmtree(aside)
+    return names
+
+
+def recover_set_aside_runs(path, log=print):
+    """A previous run set aside by an --overwrite process that died before discarding or
+    restoring it: if the folder holds no checkpoint.h5, the new run never finished its first
+    save, so the previous run is put back; if it does, the new run's first save was complete
+    and the set-aside run is deleted, as that process was about to. Live processes' are kept."""
+    folder = Path(path)
+    for entry in sorted(folder.glob(f"{SET_ASIDE_PREFIX}*")):
+        pid = entry.name[len(SET_ASIDE_PREFIX):]
+        if not (pid.isdigit() and entry.is_dir() and not entry.is_symlink()) or pid_is_alive(int(pid)):
+            continue
+        if os.path.lexists(folder / CHECKPOINT):
+            names = discard_set_aside(entry)
+            log(f"removed {entry} ({', '.join(names)}): the previous run, which an --overwrite "
+                f"run (process {pid}, dead) had replaced before it was killed")
+        else:
+            restore_set_aside(folder, entry)
+            log(f"restored the previous run in {folder} from {entry}: an --overwrite run "
+                f"(process {pid}, dead) was killed before its first checkpoint")
 
 
 def _check_resumable(folder, run):

@@ -40,7 +40,8 @@ from .kernels._numba_init import start_numba_init
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
 from .model import Model
 from .progress_bar import progress_bar
-from .run_folder import describe_run, prepare_run_folder, replace_run
+from .run_folder import (describe_run, discard_set_aside, prepare_run_folder, restore_set_aside,
+                         set_aside_run)
 from .step import TrainStep
 
 BINARIZE_SALT = 0xB1_7A_12E  # keeps the dynamic-binarisation stream apart from the Gumbel noise
@@ -57,15 +58,15 @@ class Trainer:
         """data: a data.Splits to train on (the library's fit); None loads config.dataset.
         config.out None: a run that writes no files (fit without out=). Otherwise the run
         folder is checked, locked and prepared first (run_folder.py: a fresh run into a folder
-        that holds a run is refused unless overwrite=True, which deletes that run just before
-        this one's first checkpoint; resume=True continues it)."""
+        that holds a run is refused unless overwrite=True, which deletes that run once this
+        one has saved its first epoch; resume=True continues it)."""
         self.config = config
         self.log = log
         self.out = None if config.out is None else Path(config.out)
         self.run_lock = (None if self.out is None else
                          prepare_run_folder(self.out, resume=resume, overwrite=overwrite, log=log))
         try:
-            # --overwrite deletes the previous run only when this one saves its first file
+            # --overwrite deletes the previous run only once this one has saved its first epoch
             self.replacing = (self.run_lock is not None and overwrite
                               and describe_run(self.out) is not None)
             self._build(graph_capture, data)
@@ -230,6 +231,10 @@ class Trainer:
                     name = signal.Signals(interrupted()).name
                     if self.out is None:
                         message = f"{name} at step {self.step}: stopped (no run folder to save to)"
+                    elif self.replacing:  # the usual "wrong options" Ctrl-C: keep the old run
+                        message = (f"{name} at step {self.step}: stopped, nothing saved; this "
+                                   f"--overwrite run had not saved its first epoch, so the "
+                                   f"previous run in {self.out} is as it was")
                     else:
                         self.save_checkpoint()
                         message = (f"{name} at step {self.step}: checkpoint saved to "
@@ -284,7 +289,26 @@ class Trainer:
 
     def save_run_files(self, record, improved):
         """The epoch's files: best.h5 (when the validation loss improved), checkpoint.h5, the
-        metrics line, the pictures."""
+        metrics line, the pictures. The first save of an --overwrite run sets the previous run
+        aside, and deletes it only once all of them are written (else puts it back)."""
+        if not self.replacing:
+            self._write_run_files(record, improved)
+            return
+        aside = set_aside_run(self.out)
+        try:
+            self._write_run_files(record, improved)
+        except BaseException:
+            try:
+                restore_set_aside(self.out, aside)
+            except OSError as err:
+                self.log(f"could not put the previous run back from {aside} ({err}): its files "
+                         f"are there")
+            raise
+        self.replacing = False
+        removed = discard_set_aside(aside)
+        self.log(f"--overwrite: removed the previous run in {self.out}: deleted {', '.join(removed)}")
+
+    def _write_run_files(self, record, improved):
         if improved:
             self.save_checkpoint(self.out / "best.h5")
         # The checkpoint first: it holds every metrics line, so resume can rewrite the file.
@@ -314,9 +338,6 @@ class Trainer:
     # Checkpoints.
 
     def save_checkpoint(self, path=None):
-        if self.replacing:  # the first file this run writes: the previous run goes now
-            replace_run(self.out, self.log)
-            self.replacing = False
         m, v = self.model.host_adam_moments()
         save_checkpoint(
             path or self.out / "checkpoint.h5",

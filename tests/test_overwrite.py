@@ -1,14 +1,22 @@
 """dvae-train --overwrite and a diverging run never lose the work already in the folder: the
-previous run is deleted only when the new one saves its first checkpoint, so bad input or a
-divergence before that leaves it as it was, and the message says what the folder holds. Runs
-dvae-train's main in this process on a small model (a few seconds each)."""
+previous run is set aside for the new run's first save and deleted only once that save is
+complete, so bad input, a divergence, Ctrl-C or a failed write before then leave it as it was,
+and the message says what the folder holds. Runs dvae-train's main in this process on a small
+model (a few seconds each); the Ctrl-C case in a child process."""
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from dvae_cupy import checkpoint
 from dvae_cupy.cli import train_main, train_parser
 from dvae_cupy.config import TrainConfig
-from dvae_cupy.run_folder import LOCK_FILE
+from dvae_cupy.run_folder import LOCK_FILE, SET_ASIDE_PREFIX
 from dvae_cupy.train import Trainer
 
 SMALL = ["--train-subset", "300", "--eval-subset", "100", "--hidden", "16", "--latent-vars", "2",
@@ -44,11 +52,50 @@ def test_overwrite_replaces_the_run_when_it_saves_its_first_checkpoint(finished_
     assert train_main([*SMALL, "--seed", "4", "--overwrite", "--out", str(finished_run)]) == 0
     out = capsys.readouterr().out
     assert f"--overwrite: the previous run in {finished_run} (epoch 1," in out
-    assert f"--overwrite: removed the previous run in {finished_run}: deleted checkpoint.h5" in out
-    assert out.index("is deleted when this run saves") < out.index("removed the previous run")
+    assert f"--overwrite: removed the previous run in {finished_run}: deleted best.h5, checkpoint.h5" in out
+    assert out.index("is deleted once this run") < out.index("removed the previous run")
     after = files(finished_run)
     assert len(after["metrics.jsonl"].splitlines()) == 1      # the new run's epoch only
-    assert after["checkpoint.h5"] != before["checkpoint.h5"]
+    for name in ("checkpoint.h5", "best.h5", "metrics.jsonl"):
+        assert after[name] != before[name], name
+    assert not [p for p in finished_run.iterdir() if p.name.startswith(SET_ASIDE_PREFIX)]
+
+
+def test_a_first_save_that_fails_puts_the_previous_run_back(finished_run, capsys, monkeypatch):
+    before = files(finished_run)
+    real = checkpoint.atomic_hdf5
+    written = []
+
+    def full_at_the_second_file(path, **options):  # best.h5 is written, checkpoint.h5 is not
+        written.append(path)
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, **options)
+    monkeypatch.setattr(checkpoint, "atomic_hdf5", full_at_the_second_file)
+    assert train_main([*SMALL, "--seed", "4", "--overwrite", "--out", str(finished_run)]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert files(finished_run) == before
+    assert sorted(p.name for p in finished_run.iterdir()) == sorted([*before, LOCK_FILE])
+
+
+def test_ctrl_c_before_the_first_save_keeps_the_previous_run(finished_run):
+    before = files(finished_run)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    long_run = [*SMALL, "--train-subset", "20000", "--hidden", "300", "--latent-vars", "20",
+                "--categories", "10"]                                   # a first epoch of seconds
+    process = subprocess.Popen([sys.executable, "-m", "dvae_cupy.cli", *long_run, "--overwrite",
+                                "--out", str(finished_run)], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in process.stdout:                                         # training has started
+        if line.startswith("training on"):
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    output = line + process.communicate(timeout=300)[0]
+    assert process.returncode == 130, output
+    assert (f"stopped, nothing saved; this --overwrite run had not saved its first epoch, so the "
+            f"previous run in {finished_run} is as it was") in output
+    assert files(finished_run) == before
 
 
 def test_divergence_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, capsys):

@@ -15,9 +15,9 @@ from checkpoint_samples import trainer_state
 
 from dvae_cupy.checkpoint import save_checkpoint
 from dvae_cupy.errors import RunFolderError
-from dvae_cupy.run_folder import (LOCK_FILE, RUN_FILES, RunLock, check_run_folder, describe_run,
-                                  lock_run_folder, prepare_run_folder, remove_run,
-                                  replace_run)
+from dvae_cupy.run_folder import (LOCK_FILE, RUN_FILES, SET_ASIDE_PREFIX, RunLock, check_run_folder,
+                                  describe_run, discard_set_aside, lock_run_folder,
+                                  prepare_run_folder, remove_run, restore_set_aside, set_aside_run)
 
 HOLD_LOCK = """
 import sys, time
@@ -26,6 +26,11 @@ lock = lock_run_folder(sys.argv[1])
 print("locked", flush=True)
 time.sleep(120)
 """
+
+
+def files_of(folder):
+    """{name: bytes} of the files in `folder`, its lock file left out."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != LOCK_FILE}
 
 
 def escaped(path):
@@ -162,27 +167,68 @@ def test_fresh_run_into_a_folder_holding_a_run_is_refused(tmp_path):
     lock_run_folder(tmp_path).release()              # and the lock was let go
 
 
-def test_overwrite_deletes_nothing_until_replace_run_which_removes_only_the_runs_files(tmp_path):
+def test_overwrite_touches_nothing_and_a_set_aside_run_goes_or_comes_back_whole(tmp_path):
     write_run(tmp_path)
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "plots").mkdir()
     (tmp_path / "best.h5.bak").write_text("mine too")
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    before = files_of(tmp_path)
     summary = (f"epoch 2, step 1200, best valid loss 140.25; files: checkpoint.h5, best.h5, "
                f"metrics.jsonl, reconstructions.png, codes.png, curves.png, pairwise.png")
     lines = []
     lock = prepare_run_folder(tmp_path, overwrite=True, log=lines.append)
-    # the new run has not saved anything yet: the previous one is all there
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != LOCK_FILE} == before
-    assert lines == [f"--overwrite: the previous run in {tmp_path} ({summary}) is deleted when "
-                     f"this run saves its first checkpoint; until then it stays as it is"]
-    replace_run(tmp_path, log=lines.append)
+    assert files_of(tmp_path) == before          # the new run has saved nothing yet
+    assert lines == [f"--overwrite: the previous run in {tmp_path} ({summary}) is deleted once "
+                     f"this run has saved its first epoch; until then it stays as it is"]
+    # a first save that fails part way: the new files go, the previous run comes back
+    aside = set_aside_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, aside.name, "best.h5.bak",
+                                                          "notes.txt", "plots"]
+    (tmp_path / "best.h5").write_bytes(b"the new run's, half written")
+    restore_set_aside(tmp_path, aside)
+    assert files_of(tmp_path) == before and not aside.exists()
+    # a first save that is complete: the previous run is deleted, nothing else
+    aside = set_aside_run(tmp_path)
+    assert discard_set_aside(aside) == sorted(RUN_FILES)
     lock.release()
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, "best.h5.bak", "notes.txt",
                                                           "plots"]
-    assert lines[1:] == [f"--overwrite: removed the previous run in {tmp_path}: deleted "
-                         f"checkpoint.h5, best.h5, metrics.jsonl, reconstructions.png, codes.png, "
-                         f"curves.png, pairwise.png"]
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("new_run_saved", [False, True])
+def test_a_run_set_aside_by_a_killed_overwrite_is_recovered(tmp_path, new_run_saved):
+    """Killed between set_aside_run and the end of its first save: with no checkpoint.h5 of its
+    own the new run is undone and the previous one put back; with one, the previous is deleted."""
+    write_run(tmp_path)
+    before = files_of(tmp_path)
+    aside = set_aside_run(tmp_path)
+    aside = aside.rename(tmp_path / f"{SET_ASIDE_PREFIX}{dead_pid()}")
+    (tmp_path / "best.h5").write_bytes(b"new")
+    if new_run_saved:
+        (tmp_path / "checkpoint.h5").write_bytes(b"new")
+    lines = []
+    prepare_run_folder(tmp_path, resume=True, log=lines.append).release()
+    assert not aside.exists() and len(lines) == 1
+    if new_run_saved:
+        assert lines[0].startswith(f"removed {aside} (best.h5, checkpoint.h5, codes.png")
+        assert files_of(tmp_path) == {"best.h5": b"new", "checkpoint.h5": b"new"}
+    else:
+        assert lines[0].startswith(f"restored the previous run in {tmp_path} from {aside}")
+        assert files_of(tmp_path) == before
+
+
+def test_a_live_processs_set_aside_run_is_left_alone(tmp_path):
+    write_run(tmp_path)
+    aside = set_aside_run(tmp_path)               # this process's: alive
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        prepare_run_folder(tmp_path, resume=True, log=lambda line: None)
+    assert sorted(p.name for p in aside.iterdir()) == sorted(RUN_FILES)
 
 
 def test_overwrite_refuses_to_delete_a_folder_named_like_a_run_file(tmp_path):
