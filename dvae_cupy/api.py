@@ -59,6 +59,7 @@ INTEGER_PARAMS = {"n_latent": 1, "n_categories": 2, "hidden": 1, "pixels": 1, "e
                   "batch_size": 1, "gumbel_samples": 1, "anneal_every": 1, "seed": 0,
                   "eval_batch_size": 1}
 OPTIONAL_PARAMS = ("n_categories", "pixels")
+MACHINE_CHOICES = ("backend", "eval_batch_size", "cuda_graph", "progress")  # load: the caller's
 PIXEL_RULE = "pixels must be uint8 0..255 or 0/1, bool, or floats in [0, 1]"  # data.py's rule
 
 
@@ -129,7 +130,8 @@ class DiscreteVAE:
     def _checked_params(self):
         """get_params() with every integer parameter as an int (INTEGER_PARAMS), or a ValueError
         naming the first that is not an integer (an integral float counts) at its minimum."""
-        params = self.get_params()
+        params = {name: value.item() if isinstance(value, np.generic) else value  # NumPy scalars
+                  for name, value in self.get_params().items()}                   # as Python's
         for name, minimum in INTEGER_PARAMS.items():
             if not (params[name] is None and name in OPTIONAL_PARAMS):
                 params[name] = _check_count(params[name], name, minimum)
@@ -171,6 +173,7 @@ class DiscreteVAE:
         trainer.run()
         self._fitted(trainer.model, trainer.backend, splits.image_shape)
         self.history_ = list(trainer.metrics)
+        self.fitted_config_ = config  # what save records, whatever set_params changes later
         return self
 
     def _training_splits(self, X, x_valid, x_test):
@@ -207,9 +210,11 @@ class DiscreteVAE:
         dvae-train (best.h5 or checkpoint.h5), with its parameters, its model and training
         options and image_shape_, and history_ the per-epoch metrics the file holds (dvae-train's
         and save's files hold those of the epochs that made these parameters; a file with none
-        gives []). backend, eval_batch_size and cuda_graph are this machine's choice, not the
-        file's: the saved ones are not restored (a model trained on a GPU, in CUDA graphs or
-        not, loads and trains where there is none, and no result depends on eval_batch_size). Raises FileNotFoundError for a missing file,
+        gives []). backend, eval_batch_size, cuda_graph and progress are this machine's choice,
+        not the file's: the saved ones are not restored (a model trained on a GPU, in CUDA
+        graphs or not, loads and trains where there is none, and no result depends on
+        eval_batch_size); backend and eval_batch_size are load's arguments, the others keep
+        their defaults. Raises FileNotFoundError for a missing file,
         CorruptFileError for a damaged one, ValueError for parameters that are not finite or
         that disagree with the saved config."""
         checkpoint = load_checkpoint(path)
@@ -219,8 +224,7 @@ class DiscreteVAE:
         if config.get("pixels", pixels) != pixels:
             raise ValueError(f"{path}: the parameters are for {pixels} pixels but the checkpoint's "
                              f"config says {config['pixels']}")
-        machine_choices = ("backend", "eval_batch_size", "cuda_graph")  # this machine's, not the file's
-        params = {k: v for k, v in config.items() if k in cls._param_names() and k not in machine_choices}
+        params = {k: v for k, v in config.items() if k in cls._param_names() and k not in MACHINE_CHOICES}
         params.update(pixels=pixels, backend=backend, eval_batch_size=eval_batch_size)
         vae = cls(**params)
         model = Model(vae.train_config().model_shape(pixels), get_backend(backend), seed=0)
@@ -228,16 +232,24 @@ class DiscreteVAE:
         image_shape = config.get("image_shape")
         vae._fitted(model, model.backend, None if image_shape is None else tuple(image_shape))
         vae.history_ = json.loads((checkpoint.extra or {}).get("metrics_json", "[]"))
+        vae.fitted_config_ = vae.train_config()
         return vae
 
     def save(self, path):
         """The model as a checkpoint that load (and dvae-train's tools) read, with history_
-        (dvae-train's "metrics_json" extra) when the model has one. The model's shape is the
-        fitted model's, even after set_params has changed n_latent and the like for a next fit."""
+        (dvae-train's "metrics_json" extra) when the model has one. The options saved are those
+        the model was fitted (or loaded) with, even after set_params has changed n_latent, the
+        estimator and the like for a next fit."""
         model = self._model()
         params = model.host_params()
         zeros = {k: np.zeros_like(v) for k, v in params.items()}
-        config = {k: v for k, v in self._checked_params().items() if _json_value(v)}
+        options = self._checked_params()
+        fitted = getattr(self, "fitted_config_", None)  # the options that made the model
+        if fitted is not None:
+            options.update({name: getattr(fitted, name) for name in options
+                            if name in TrainConfig.__dataclass_fields__ and name not in MACHINE_CHOICES
+                            and name != "binarization"})
+        config = {k: v for k, v in options.items() if _json_value(v)}
         shape = model.shape  # the fitted model's, whatever set_params has changed since
         config.update(n_latent=shape.n_latent, n_categories=shape.n_categories, hidden=shape.hidden,
                       latent_structure=shape.structure, pairwise=shape.pairwise, pixels=shape.pixels,

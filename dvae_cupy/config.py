@@ -132,6 +132,8 @@ class TrainConfig:
         for f in fields(self):
             if f.type is bool and not isinstance(getattr(self, f.name), (bool, np.bool_)):
                 raise ValueError(f"{f.name} must be True or False, got {getattr(self, f.name)!r}")
+            if f.type is bool:  # NumPy's bool as Python's: the checkpoint's config is JSON
+                object.__setattr__(self, f.name, bool(getattr(self, f.name)))
         if self.out is not None and (not isinstance(self.out, str) or not self.out.strip()):
             raise ValueError(f"out must name a folder, got {self.out!r} (an empty name would "
                              f"write the run into the current folder: say '.' for that)")

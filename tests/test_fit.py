@@ -390,3 +390,27 @@ def test_fit_warns_of_an_option_that_does_nothing():
                                          r"gumbel-softmax estimator, not direct$"):
         DiscreteVAE(tau0=2.0, hidden=8, epochs=1, batch_size=50, progress=False,
                     backend="cpu").fit(images)
+
+
+def test_numpy_scalars_as_options_train_save_and_load(tmp_path):
+    """np.True_ and np.float32 options (a NumPy-built grid) are used as Python's: the run's
+    checkpoint config is JSON, and save keeps them instead of dropping them."""
+    images = load_dataset("fashion-mnist").train[:200]
+    vae = DiscreteVAE(two_sided=np.True_, one_hot=np.True_, lr=np.float32(0.002), hidden=8,
+                      epochs=1, batch_size=50, progress=False, backend="cpu")
+    vae.fit(images, out=tmp_path / "run")
+    vae.save(tmp_path / "m.h5")
+    loaded = DiscreteVAE.load(tmp_path / "m.h5", backend="cpu")
+    assert loaded.two_sided is True and loaded.one_hot is True
+    assert loaded.lr == pytest.approx(0.002)
+    assert loaded.transform(images[:3]).shape == (3, 10)       # one-hot kept
+
+
+def test_save_records_the_options_the_model_was_fitted_with(tmp_path):
+    images = load_dataset("fashion-mnist").train[:300]
+    vae = DiscreteVAE(n_latent=3, n_categories=3, hidden=8, epochs=1, batch_size=50,
+                      progress=False, backend="cpu").fit(images)
+    vae.set_params(estimator="exact", lr=0.5)   # for a next fit (exact needs N = 1)
+    vae.save(tmp_path / "m.h5")
+    loaded = DiscreteVAE.load(tmp_path / "m.h5", backend="cpu")
+    assert (loaded.estimator, loaded.lr, loaded.n_latent) == ("direct", 1e-3, 3)
