@@ -101,19 +101,21 @@ BAD_INPUT, RUN_FAILED = 2, 1
 def train_main(argv=None):
     args = vars(train_parser().parse_args(argv))
     resume, overwrite, debug = args.pop("resume"), args.pop("overwrite"), args.pop("debug")
-    if resume:
-        args = with_the_runs_options(args, given_options(argv))
     stage = BAD_INPUT  # until the first step starts: then a fault is a failure of the run
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # the loop takes it over, then gives it back
     try:
-        try:
+        try:  # the config and the trainer name the fields; a shell user typed flags
+            if resume and args["out"].strip():
+                args = with_the_runs_options(args, given_options(argv))
             config = TrainConfig.from_dict(args)
-        except ValueError as error:  # the config names its fields; a shell user typed flags
+            for name, reason in config.ignored_options():
+                print(f"dvae-train: note: {in_flags(name)} has no effect here: {reason}",
+                      file=sys.stderr, flush=True)
+            trainer = Trainer(config, resume=resume, overwrite=overwrite)
+        except ValueError as error:
+            if type(error) is not ValueError:  # its own kind (a damaged file, a busy folder)
+                raise
             raise ValueError(in_flags(str(error))) from error
-        for name, reason in config.ignored_options():
-            print(f"dvae-train: note: {in_flags(name)} has no effect here: {reason}",
-                  file=sys.stderr, flush=True)
-        trainer = Trainer(config, resume=resume, overwrite=overwrite)
         print(f"training on {trainer.backend.name}: N={config.n_latent} K={config.n_categories} "
               f"estimator={config.estimator}, {len(trainer.train_images)} images, "
               f"{trainer.steps_per_epoch} steps per epoch, output in {config.out}", flush=True)

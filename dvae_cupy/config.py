@@ -12,6 +12,7 @@ Each field's metadata says how it appears on the command line:
 Fields without "help" are not options (none today).
 """
 import math
+import os
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -134,6 +135,8 @@ class TrainConfig:
                 raise ValueError(f"{f.name} must be True or False, got {getattr(self, f.name)!r}")
             if f.type is bool:  # NumPy's bool as Python's: the checkpoint's config is JSON
                 object.__setattr__(self, f.name, bool(getattr(self, f.name)))
+        if isinstance(self.out, os.PathLike):
+            object.__setattr__(self, "out", os.fspath(self.out))
         if self.out is not None and (not isinstance(self.out, str) or not self.out.strip()):
             raise ValueError(f"out must name a folder, got {self.out!r} (an empty name would "
                              f"write the run into the current folder: say '.' for that)")

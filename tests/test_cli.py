@@ -88,3 +88,13 @@ def test_a_resumed_run_with_nothing_to_do_does_no_final_evaluation(tmp_path, cap
     assert train_main([*run, "--resume"]) == 0
     out = capsys.readouterr().out
     assert "nothing to do" in out and "test NLL bound" not in out
+
+
+def test_out_may_be_a_path_and_resume_of_an_empty_out_reads_nothing(tmp_path, monkeypatch, capsys):
+    assert TrainConfig(out=tmp_path / "run").out == str(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoint.h5").write_bytes(b"not read")
+    assert train_main(["--resume", "--out", ""]) == 2
+    captured = capsys.readouterr()
+    assert "the run's own" not in captured.out
+    assert captured.err.startswith("dvae-train: error: --out must name a folder")

@@ -152,7 +152,7 @@ def test_resume_refuses_a_different_run(tmp_path, uninterrupted, capsys):
 
     shutil.copy(uninterrupted / "checkpoint.h5", tmp_path / "checkpoint.h5")
     assert train_main([*small_run(4, categories=5), "--out", str(tmp_path), "--resume"]) == 2
-    assert "n_categories=4 (now 5)" in capsys.readouterr().err
+    assert "different --categories=4 (now 5)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
