@@ -7,9 +7,9 @@ named by a digest of all of kernels/'s sources, the installed package's version 
 an installed package compiles once per machine, and any edit to any kernel file compiles anew
 into a new folder. Each process marks its folder as used (a `last-used` file's time); a process
 that makes a new folder removes the other digests' folders that no process has used for
-STALE_DAYS, and any beyond the KEEP_FOLDERS most recently used (an upgrade, or a developer's
-edits, would otherwise leave a few MB behind each time). A removed folder only costs a process
-that still wanted it a compilation.
+STALE_DAYS, and any beyond the KEEP_FOLDERS most recently used, but none used within the last
+IN_USE_SECONDS (an upgrade, or a developer's edits, would otherwise leave a few MB behind each
+time). A removed folder only costs a process that wants it later a compilation.
 
     DVAE_CUPY_CACHE_DIR     where the folders go (default: $XDG_CACHE_HOME/dvae_cupy or
                             ~/.cache/dvae_cupy)
@@ -26,6 +26,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +37,7 @@ from numba.core import config
 KERNELS = Path(__file__).resolve().parent
 STALE_DAYS = 30
 KEEP_FOLDERS = 8                 # the folder in use included
+IN_USE_SECONDS = 3600            # never removed within an hour of a process's start there
 USED_MARKER = "last-used"
 FOLDER_NAME = re.compile(r"kernels-[0-9a-f]{20}")
 
@@ -66,7 +68,9 @@ def open_cache_dir(folder):
     try:
         new = not folder.is_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / USED_MARKER).touch()
+        tempfile.TemporaryFile(dir=folder).close()    # writable, as Numba will test it
+        with contextlib.suppress(OSError):            # another user's marker in a shared cache
+            (folder / USED_MARKER).touch(mode=0o666)
     except OSError:
         return None
     if new:
@@ -97,8 +101,9 @@ def last_used(folder):
 def remove_stale_folders(base, keep, now=None):
     """Remove base's kernel-cache folders other than `keep` that were last used more than
     STALE_DAYS ago, or that are not among the KEEP_FOLDERS most recently used (`keep` counts as
-    one). Only real folders named kernels-<20 hex digits> are touched: never a link, a file or
-    anything else a user keeps there."""
+    one), except those a process started in within IN_USE_SECONDS (it may be compiling into
+    one now). Only real folders named kernels-<20 hex digits> are touched: never a link, a
+    file or anything else a user keeps there."""
     now = time.time() if now is None else now
     others = []
     for path in base.iterdir():
@@ -109,7 +114,8 @@ def remove_stale_folders(base, keep, now=None):
                 pass
     others.sort(reverse=True)                       # the most recently used first
     for index, (used, _, path) in enumerate(others):
-        if index >= KEEP_FOLDERS - 1 or now - used > STALE_DAYS * 86400:
+        in_use = now - used < IN_USE_SECONDS  # a process started lately may be writing there
+        if not in_use and (index >= KEEP_FOLDERS - 1 or now - used > STALE_DAYS * 86400):
             shutil.rmtree(path, ignore_errors=True)
 
 

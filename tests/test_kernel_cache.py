@@ -133,3 +133,12 @@ def test_a_cache_folder_that_cannot_be_written_turns_caching_off(tmp_path):
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "NullCache"]    # Numba's cache=False
+
+
+def test_folders_used_within_the_hour_are_never_removed(tmp_path):
+    """A process that started in one lately may still be compiling into it."""
+    base = tmp_path / "cache"
+    busy = [_cache_folder(base, f"kernels-{i:020x}", days_ago=(i + 1) / (24 * 60))  # i+1 minutes
+            for i in range(_compile.KEEP_FOLDERS + 2)]
+    _compile.open_cache_dir(base / ("kernels-" + "e" * 20))
+    assert all(folder.is_dir() for folder in busy)
