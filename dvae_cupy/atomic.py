@@ -62,6 +62,7 @@ def atomic_path(path, durable=False):
         raise _write_error(path, IsADirectoryError(errno.EISDIR, "is a folder", path), False)
     tmp = temporary_path(path)
     replaced = False
+    existed = os.path.lexists(path)  # for the message: "not changed", or "not created"
     try:
         yield tmp
         if durable:
@@ -71,7 +72,7 @@ def atomic_path(path, durable=False):
         if durable:
             _fsync_dir(os.path.dirname(os.path.abspath(path)))
     except OSError as err:
-        raise _write_error(path, err, replaced) from err
+        raise _write_error(path, err, replaced if replaced or existed else "new") from err
     finally:
         _remove_if_there(tmp)
 
@@ -153,9 +154,11 @@ def os_error_code(err):
 
 def _write_error(path, err, replaced):
     """An OSError (errno kept) naming `path`; `replaced` says whether the new file is in place
-    (True), the old one is untouched (False), or this is not a replacing write (None)."""
+    (True), the old one is untouched (False), there was none and none was made ("new"), or this
+    is not a replacing write (None)."""
     outcome = {True: "; the new file is in place but may not survive a power cut",
                False: f"; {os.path.basename(path)} was not changed",
+               "new": f"; {os.path.basename(path)} was not created",
                None: ""}[replaced]
     error = OSError(f"cannot write {path}: {explain_os_error(err)}{outcome}")
     error.errno = os_error_code(err)  # set after construction so str() stays the message alone

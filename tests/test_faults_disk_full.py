@@ -24,10 +24,11 @@ RUN = ["--train-subset", "1500", "--eval-subset", "200", "--hidden", "32", "--la
 NEVER = ("Traceback", "Exception ignored", "Segmentation", "HDF5-DIAG", "slist", "errno =")
 
 
-def disk_full_message(path):
-    """The one line a full disk must end in, for a write of `path`."""
+def disk_full_message(path, existed=True):
+    """The one line a full disk must end in, for a write of `path` (a file that was there
+    before, or a new one)."""
     return (f"cannot write {path}: disk full (no space left on device); "
-            f"{os.path.basename(path)} was not changed")
+            f"{os.path.basename(path)} was {'not changed' if existed else 'not created'}")
 
 
 def train(args):
@@ -126,8 +127,8 @@ def test_saving_onto_a_full_disk_raises_one_oserror_and_the_interpreter_exits_cl
         assert_clean(child.stdout + child.stderr)
         assert child.stderr == ""
         assert child.stdout.splitlines() == [
-            f"model: OSError errno 28: {disk_full_message(point / 'x.h5')}",
-            f"data set: OSError errno 28: {disk_full_message(point / 'data.h5')}",
+            f"model: OSError errno 28: {disk_full_message(point / 'x.h5', existed=False)}",
+            f"data set: OSError errno 28: {disk_full_message(point / 'data.h5', existed=False)}",
             "done"]
         assert os.listdir(point) == []  # no temporary left behind
     assert checkpoint_problem(tmp_path / "again.h5") is None

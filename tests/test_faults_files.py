@@ -97,6 +97,16 @@ def test_fake_writer_raising_enospc_mid_file(tmp_path):
     assert os.listdir(tmp_path) == ["codes.png"]
 
 
+def test_a_failed_first_write_says_the_file_was_not_created(tmp_path):
+    target = tmp_path / "best.h5"                  # not there before: nothing "was not changed"
+    with pytest.raises(OSError) as caught:
+        with atomic_path(target) as tmp, open(tmp, "wb"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(caught.value) == (f"cannot write {target}: disk full (no space left on device); "
+                                 f"best.h5 was not created")
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_folder_where_the_checkpoint_should_be(tmp_path):
     (tmp_path / "checkpoint.h5").mkdir()
     (tmp_path / "checkpoint.h5" / "keep").write_text("x")
