@@ -10,8 +10,9 @@ Sources (see `load_dataset`):
   "omniglot"           Omniglot's chardata.mat (Burda et al.), `root=` the file or its folder;
   a path               a .npy or .npz file of the user's arrays, a .h5 file in the layout below,
                        or a folder of the four IDX files.
-MNIST-like split: the first 50,000 training images train, the last 10,000 validate, the 10,000
-test images test. Omniglot: the last 1,345 images of `data` validate (the validation size of
+MNIST-like split (idx_validation_rows): the last 10,000 training images validate and the rest
+train (MNIST's and Fashion-MNIST's 50,000 / 10,000 of 60,000); an IDX folder of fewer than
+60,000 training images holds out its last sixth instead; the test images test. Omniglot: the last 1,345 images of `data` validate (the validation size of
 Bornschein & Bengio's reweighted wake-sleep code, which shuffles first; we do not, so the split
 is fixed), the rest train, `testdata` tests. IDX and Omniglot images are 28x28.
 
@@ -557,16 +558,24 @@ def _parse_idx(raw, path):
 
 
 def _read_idx_folder(folder, name):
-    """The four standard IDX files of `folder` as grey Splits (50k/10k/10k for MNIST sizes)."""
+    """The four standard IDX files of `folder` as grey Splits (50k/10k/10k for MNIST sizes;
+    idx_validation_rows)."""
     arrays = {key: read_idx(_find_idx(folder, base)) for key, base in IDX_FILES.items()}
     for part in ("train", "test"):
         _check_idx_pair(arrays[f"{part}_images"], arrays[f"{part}_labels"], folder, part)
     images = arrays["train_images"].reshape(-1, MNIST_PIXELS)
-    train, valid = _hold_out_last(images, MNIST_N_VALID, folder)
-    train_labels, valid_labels = _hold_out_last(arrays["train_labels"], MNIST_N_VALID, folder)
+    n_valid = idx_validation_rows(len(images))
+    train, valid = _hold_out_last(images, n_valid, folder)
+    train_labels, valid_labels = _hold_out_last(arrays["train_labels"], n_valid, folder)
     labels = {"train": train_labels, "valid": valid_labels, "test": arrays["test_labels"]}
     return Splits(train, valid, arrays["test_images"].reshape(-1, MNIST_PIXELS),
                   binarized=False, name=name, labels=labels, image_shape=MNIST_SHAPE)
+
+
+def idx_validation_rows(n_train):
+    """How many of an IDX folder's n_train training images (its last ones) validate: 10,000, as
+    for MNIST's 60,000, or a sixth of a smaller folder's (at least 1)."""
+    return min(MNIST_N_VALID, max(1, n_train // 6))
 
 
 def _find_idx(folder, base):

@@ -5,7 +5,9 @@ Pixel values are floats in [0, 1] (0 black, 1 white), the range of pixel probabi
 uint8. Images arrive as the data sets store them, one flattened row-major image per row, with
 the data set's image shape (H, W) beside them; a data set with no image shape (only a pixel
 count D) is drawn as 1 x D strips, one image per strip, stacked into one column by default, so
-a grid of them reads as the data matrix itself. Every file is written atomically.
+a grid of them reads as the data matrix itself. The trainer first tries a square
+(picture_shape: flattened 784-pixel data are 28 x 28 images far more often than not). Every
+file is written atomically.
 """
 import math
 
@@ -103,6 +105,16 @@ def reconstruction_grid(originals, reconstructions, *, image_shape, columns=None
             row = list(source[start:start + columns].reshape(-1, *tile))
             tiles += row + [blank] * (columns - len(row))
     return _tile(np.stack(tiles), columns, pad, pad_value)
+
+
+def picture_shape(pixels, image_shape):
+    """The (h, w) to draw images of `pixels` values as: their image_shape, else a square when
+    `pixels` is one (784 -> 28 x 28: flattened (n, D) data most often are square images), else
+    None (1 x D strips)."""
+    if image_shape is not None:
+        return image_shape
+    side = math.isqrt(pixels)
+    return (side, side) if side * side == pixels else None
 
 
 def tile_shape(pixels, image_shape):

@@ -411,7 +411,7 @@ class Trainer:
         enc_out = model.encode(originals, ws.encoder)
         codes = model.most_likely_codes(enc_out, ws)
         probabilities = model.decode_probabilities(codes, ws.decoder)
-        shape = self.image_shape
+        shape = images.picture_shape(model.shape.pixels, self.image_shape)
         grid = images.reconstruction_grid(host(originals), host(probabilities), image_shape=shape)
         images.write_png(self.out / "reconstructions.png", grid)
         if model.shape.n_latent == 1:

@@ -14,7 +14,7 @@ from dvae_cupy.data import (Splits, binarize_fixed, load_dataset, read_hdf5, rea
                             read_omniglot_mat, write_hdf5)
 from dvae_cupy.errors import CorruptFileError
 
-N_TRAIN_MNIST = data.MNIST_N_VALID + 3      # the smallest set that leaves train non-empty
+N_TRAIN_MNIST = 63     # a small folder: its last sixth (10) validates, 53 train
 N_TRAIN_OMNIGLOT = data.OMNIGLOT_N_VALID + 4
 
 
@@ -104,7 +104,7 @@ def test_load_mnist_folder_splits_50k_10k_style(tmp_path, rng, gz):
     arrays = write_mnist_folder(tmp_path, rng, gz)
     grey = load_dataset("mnist", binarization="dynamic", root=tmp_path)
     train_all = arrays["train_images"].reshape(-1, 784)
-    n_valid = data.MNIST_N_VALID
+    n_valid = data.idx_validation_rows(len(train_all))
     want = Splits(train_all[:-n_valid], train_all[-n_valid:],
                   arrays["test_images"].reshape(-1, 784), binarized=False, name="mnist",
                   labels={"train": arrays["train_labels"][:-n_valid],
@@ -121,7 +121,7 @@ def test_folder_path_reads_idx_files(tmp_path, rng):
     write_mnist_folder(tmp_path, rng, gz=True)
     splits = load_dataset(tmp_path)
     assert splits.name == tmp_path.name and splits.binarized
-    assert splits.train.shape == (3, 784)
+    assert splits.train.shape == (N_TRAIN_MNIST - data.idx_validation_rows(N_TRAIN_MNIST), 784) == (53, 784)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -438,3 +438,9 @@ def test_data_set_errors_name_the_option_in_both_spellings():
         load_dataset("omniglot")
     with pytest.raises(ValueError, match=r"'fashion-mnist-idx' \(--dataset fashion-mnist-idx\)"):
         load_dataset("fashion-mnist", binarization="dynamic")
+
+
+def test_an_idx_folder_smaller_than_mnist_holds_out_its_last_sixth():
+    assert data.idx_validation_rows(60000) == data.idx_validation_rows(70000) == 10000
+    assert data.idx_validation_rows(12000) == 2000 and data.idx_validation_rows(3000) == 500
+    assert data.idx_validation_rows(2) == 1

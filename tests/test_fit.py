@@ -414,3 +414,14 @@ def test_save_records_the_options_the_model_was_fitted_with(tmp_path):
     vae.save(tmp_path / "m.h5")
     loaded = DiscreteVAE.load(tmp_path / "m.h5", backend="cpu")
     assert (loaded.estimator, loaded.lr, loaded.n_latent) == ("direct", 1e-3, 3)
+
+
+def test_flattened_images_are_pictured_as_squares(tmp_path):
+    """fit on (n, 784) rows, as the README's example passes them: 28 x 28 tiles, not strips."""
+    from PIL import Image
+
+    images = load_dataset("fashion-mnist").train[:300]          # (300, 784): no image shape
+    DiscreteVAE(hidden=16, epochs=1, batch_size=50, progress=False,
+                backend="cpu").fit(images, out=tmp_path / "run")
+    assert Image.open(tmp_path / "run" / "codes.png").size == (1 + 10 * 29, 1 + 29)
+    assert Image.open(tmp_path / "run" / "reconstructions.png").size == (1 + 10 * 29, 1 + 4 * 29)

@@ -380,3 +380,11 @@ def test_heatmap_bad_input(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         write_heatmap(tmp_path / "h.png", **args)
     assert os.listdir(tmp_path) == []
+
+
+def test_flattened_square_images_are_drawn_square_and_others_as_strips():
+    from dvae_cupy.images import picture_shape
+
+    assert picture_shape(784, None) == (28, 28)
+    assert picture_shape(784, (14, 56)) == (14, 56)     # a known shape wins
+    assert picture_shape(560, None) is None               # 20 x 28 flattened: no way to know
