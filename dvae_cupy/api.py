@@ -229,8 +229,11 @@ class DiscreteVAE:
         vae = cls(**params)
         model = Model(vae.train_config().model_shape(pixels), get_backend(backend), seed=0)
         model.load_params(checkpoint.params)
-        image_shape = config.get("image_shape")
-        vae._fitted(model, model.backend, None if image_shape is None else tuple(image_shape))
+        image_shape = config.get("image_shape")  # save()'s files
+        if image_shape is None:                   # dvae-train's and fit(out=)'s checkpoints
+            image_shape = (checkpoint.extra or {}).get("image_shape")
+        vae._fitted(model, model.backend,
+                    None if image_shape is None else tuple(int(n) for n in image_shape))
         vae.history_ = json.loads((checkpoint.extra or {}).get("metrics_json", "[]"))
         vae.fitted_config_ = vae.train_config()
         return vae

@@ -348,7 +348,9 @@ class Trainer:
             config=asdict(self.config),
             extra={"step_in_epoch": self.step_in_epoch, "epoch_loss_sum": self.epoch_loss_sum,
                    "adam_steps": self.train_step.adam_steps, "data_digest": self.data_digest,
-                   "best_valid": self.best_valid, "metrics_json": json.dumps(self.metrics)},
+                   "best_valid": self.best_valid, "metrics_json": json.dumps(self.metrics),
+                   "image_shape": (None if self.image_shape is None
+                                   else np.asarray(self.image_shape, dtype=np.int64))},
         )
 
     def kept_files(self):

@@ -425,3 +425,11 @@ def test_flattened_images_are_pictured_as_squares(tmp_path):
                 backend="cpu").fit(images, out=tmp_path / "run")
     assert Image.open(tmp_path / "run" / "codes.png").size == (1 + 10 * 29, 1 + 29)
     assert Image.open(tmp_path / "run" / "reconstructions.png").size == (1 + 10 * 29, 1 + 4 * 29)
+
+
+def test_load_of_a_run_folders_checkpoint_keeps_the_image_shape(tmp_path):
+    images = load_dataset("fashion-mnist").train[:300].reshape(300, 14, 56)  # any 2-D shape
+    vae = DiscreteVAE(hidden=16, epochs=1, batch_size=50, progress=False, backend="cpu")
+    vae.fit(images, out=tmp_path / "run")
+    for name in ("checkpoint.h5", "best.h5"):
+        assert DiscreteVAE.load(tmp_path / "run" / name, backend="cpu").image_shape_ == (14, 56)
