@@ -386,7 +386,8 @@ class DiscreteVAE:
         return xp.concatenate(unary).reshape(len(out), -1, 2), xp.concatenate(pairwise)
 
     def logits(self, x):
-        """Encoder logits (n, N, K)."""
+        """Encoder logits (n, N, K) (independent categoricals; the pairwise model has
+        potentials instead: potentials())."""
         model, xp = self._model(), self.backend_.xp
         if model.shape.is_pairwise:
             raise ValueError("the pairwise model's encoder gives potentials, not logits: use potentials()")
@@ -465,7 +466,9 @@ class DiscreteVAE:
         return self.decode(self.encode(x))
 
     def loss(self, x, seed=0):
-        """The paper's test loss per image (n,): BCE at a Gumbel-max code + KL to the uniform prior."""
+        """The paper's test loss per image (n,): BCE at a Gumbel-max code + KL to the uniform
+        prior (the pairwise model: BCE at the structured arg max of the Gumbel-perturbed score +
+        the unary softmaxes' KL to uniform, as published)."""
         model, seed = self._model(), _check_seed(seed, "seed")
         batches, _ = self._batches(x, "x")
         loss = lambda b, start: self._evaluator.sampled_loss(b, seed, start, per_image=True)  # noqa: E731
@@ -482,7 +485,8 @@ class DiscreteVAE:
         return -float(losses.mean())
 
     def nll(self, x, samples=100, seed=0):
-        """Marginal -log p(x) per image: exact for N = 1, importance-sampled bound for N > 1."""
+        """Marginal -log p(x) per image: exact for N = 1, importance-sampled bound for N > 1
+        independent categoricals (the pairwise model has no tractable one: ValueError)."""
         model, seed = self._model(), _check_seed(seed, "seed")
         samples = _check_count(samples, "samples", 1)
         rows = self.eval_batch_size if model.shape.n_latent == 1 else max(1, self.eval_batch_size // samples)

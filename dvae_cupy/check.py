@@ -5,9 +5,10 @@ one row per (op, shape) with the largest error relative to the reference's scale
 any row fails. The test suite runs the same checks on the CPU, and on the CUDA kernels under the
 Numba CUDA simulator (NumPy arrays standing in for CuPy), so this file is itself tested.
 
-`dvae-check --bench` is the workbench (llm.c's dev/cuda style): each op is also run at the
-shapes of a real training step and timed there (median of many launches after a warm-up, the
-device synchronised around each), beside its check at that shape.
+`dvae-check --bench` is the workbench (llm.c's dev/cuda style): each kernel op is also run at
+the shapes of a real training step and timed there (median of many launches after a warm-up,
+the device synchronised around each), beside its check at that shape. The whole-step checks
+(direct_step, structured_step, ...) are checks only: benchmarks/bench_step.py times steps.
 
 Each check builds its inputs once and returns a Case: `run()` launches the op (no host sync),
 `error()` compares its result with the reference. Error = max |fast - reference| / max
@@ -682,7 +683,9 @@ def check_main(argv=None):
     parser.add_argument("--only", nargs="*", choices=CHECK_NAMES, metavar="CHECK",
                         help="run only these checks: " + ", ".join(CHECK_NAMES))
     parser.add_argument("--bench", action="store_true",
-                        help="also time each op at a real training step's shapes")
+                        help="also time each kernel op at a real training step's shapes "
+                             "(the whole-step checks are not timed: benchmarks/bench_step.py "
+                             "times steps)")
     args = parser.parse_args(argv)
     try:
         backend = get_backend(args.backend)

@@ -34,8 +34,8 @@ def option(default, help, group, flags=None, choices=None, resumable=False):
 class TrainConfig:
     # data
     dataset: str = option("fashion-mnist", "fashion-mnist (embedded, the default), "
-                          "fashion-mnist-idx, mnist, omniglot, or a path to an .h5 file in our "
-                          "layout or a folder of IDX files", "data")
+                          "fashion-mnist-idx, mnist, omniglot, or a path: a .npy or .npz file, an "
+                          ".h5 file in our layout, or a folder of IDX files", "data")
     data_root: str | None = option(None, "folder of the IDX files (mnist, fashion-mnist-idx) or "
                                    "chardata.mat (omniglot)", "data")
     binarization: str = option("fixed", "fixed: pixel >= 128 once; dynamic: Bernoulli(pixel/255) "

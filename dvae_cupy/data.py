@@ -674,6 +674,9 @@ def write_dataset(path, train, valid=None, test=None, labels=None, image_shape=N
     stem. Binary data are stored bit-packed, grey data as bytes, both gzip compressed.
     """
     path = Path(path)
+    if path.suffix.lower() in (".npy", ".npz"):  # read back by that suffix's reader, it would fail
+        raise ValueError(f"{path}: write_dataset writes our HDF5 layout; name the file .h5 "
+                         f"(a {path.suffix} file is read as NumPy's format)")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: folder {path.parent} does not exist")
     splits = make_splits(train, valid, test, labels, image_shape, name or path.stem)

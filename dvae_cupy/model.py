@@ -45,7 +45,8 @@ class ModelShape:
             try:
                 reference.check_pairwise_model(self.n_latent, self.pairwise)
             except ValueError as error:  # in the option's name
-                raise ValueError(str(error).replace("n_vars", "n_latent (--latent-vars, -N)")) from None
+                message = str(error).replace("n_vars", "n_latent (--latent-vars, -N)")
+                raise ValueError(message.replace("mode must", "pairwise (--pairwise) must", 1)) from None
 
     @property
     def is_pairwise(self):

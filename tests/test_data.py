@@ -11,7 +11,7 @@ import pytest
 
 from dvae_cupy import data
 from dvae_cupy.data import (Splits, binarize_fixed, load_dataset, read_hdf5, read_idx,
-                            read_omniglot_mat, write_hdf5)
+                            read_omniglot_mat, write_dataset, write_hdf5)
 from dvae_cupy.errors import CorruptFileError
 
 N_TRAIN_MNIST = 63     # a small folder: its last sixth (10) validates, 53 train
@@ -444,3 +444,9 @@ def test_an_idx_folder_smaller_than_mnist_holds_out_its_last_sixth():
     assert data.idx_validation_rows(60000) == data.idx_validation_rows(70000) == 10000
     assert data.idx_validation_rows(12000) == 2000 and data.idx_validation_rows(3000) == 500
     assert data.idx_validation_rows(2) == 1
+
+
+def test_write_dataset_refuses_a_numpy_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"writes our HDF5 layout; name the file .h5"):
+        write_dataset(tmp_path / "mine.npy", np.zeros((20, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []

@@ -76,3 +76,10 @@ def test_the_library_takes_the_pairwise_model(tmp_path):
     assert DiscreteVAE.load(tmp_path / "m.h5", backend="cpu").latent_structure == "pairwise"
     with pytest.raises(ValueError, match="no tractable marginal"):
         vae.nll(x[:2])
+
+
+def test_an_unknown_pairwise_mode_names_the_option():
+    with pytest.raises(ValueError, match=r"^pairwise \(--pairwise\) must be one of \('attractive', "
+                                         r"'signed'\), got 'bogus'$"):
+        DiscreteVAE(latent_structure="pairwise", n_latent=5, pairwise="bogus").fit(
+            np.zeros((200, 784), np.float32))
