@@ -680,7 +680,7 @@ def check_main(argv=None):
     parser = argparse.ArgumentParser(prog="dvae-check", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="auto",
                         help="auto: the GPU when one is usable, else the CPU kernels")
-    parser.add_argument("--only", nargs="*", choices=CHECK_NAMES, metavar="CHECK",
+    parser.add_argument("--only", nargs="+", choices=CHECK_NAMES, metavar="CHECK",
                         help="run only these checks: " + ", ".join(CHECK_NAMES))
     parser.add_argument("--bench", action="store_true",
                         help="also time each kernel op at a real training step's shapes "

@@ -386,8 +386,9 @@ def hold_out_rows(n, missing):
     docstring, as sorted row indices into the n training rows."""
     size = max(1, n // 10)
     if n - size * len(missing) < 1:
-        raise ValueError(f"{n} training rows cannot give {size} rows to each of "
-                         f"{', '.join(missing)} and keep one to train on")
+        raise ValueError(f"{n} training row{'s' * (n != 1)} cannot give {size} "
+                         f"row{'s' * (size != 1)} to each of {', '.join(missing)} and keep one "
+                         f"to train on")
     order = np.argsort(splitmix64(SPLIT_SEED, n))    # distinct keys: splitmix64 is a bijection
     rows = {split: np.sort(order[i * size:(i + 1) * size]) for i, split in enumerate(missing)}
     kept = np.ones(n, bool)

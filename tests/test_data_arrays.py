@@ -374,7 +374,7 @@ def test_npz_keys(tmp_path):
 def test_too_few_rows_to_split_off(tmp_path):
     np.save(tmp_path / "two.npy", np.zeros((2, 4), np.uint8))
     with pytest.raises(ValueError, match=f"{escaped(tmp_path / 'two.npy')}: 2 training rows "
-                                         "cannot give 1 rows to each of valid, test"):
+                                         "cannot give 1 row to each of valid, test"):
         load_dataset(tmp_path / "two.npy")
 
 
