@@ -221,7 +221,7 @@ class Model:
     def decoder_backward_codes(self, codes, decoder, dout):
         """Fills the 4 decoder gradients from dL/d(pixel logits) (R, D) at decode_codes' codes and
         decoder_hidden_grad's decoder.dhidden."""
-        p, g, xp = self.params, self.grads, self.xp
+        g, xp = self.grads, self.xp
         xp.matmul(decoder.hidden.T, dout, out=g["dec_w2"])
         xp.sum(dout, axis=0, out=g["dec_b2"])
         self.ops.scatter_rows_add(decoder.dhidden, decoder.hidden, codes, self.shape.n_categories,

@@ -407,7 +407,7 @@ class Trainer:
     # Pictures a person would rather look at than read.
 
     def write_pictures(self):
-        model, xp, host = self.model, self.backend.xp, self.backend.to_host
+        model, host = self.model, self.backend.to_host
         originals = next(self.eval_batches(self.test_images[:20]))
         ws = self.evaluator.workspace(len(originals))
         enc_out = model.encode(originals, ws.encoder)

@@ -173,8 +173,8 @@ def test_overwrite_touches_nothing_and_a_set_aside_run_goes_or_comes_back_whole(
     (tmp_path / "plots").mkdir()
     (tmp_path / "best.h5.bak").write_text("mine too")
     before = files_of(tmp_path)
-    summary = (f"epoch 2, step 1200, best valid loss 140.25; files: checkpoint.h5, best.h5, "
-               f"metrics.jsonl, reconstructions.png, codes.png, curves.png, pairwise.png")
+    summary = ("epoch 2, step 1200, best valid loss 140.25; files: checkpoint.h5, best.h5, "
+               "metrics.jsonl, reconstructions.png, codes.png, curves.png, pairwise.png")
     lines = []
     lock = prepare_run_folder(tmp_path, overwrite=True, log=lines.append)
     assert files_of(tmp_path) == before          # the new run has saved nothing yet
