@@ -14,7 +14,7 @@ The pieces, one job each:
                              the holder's PID); a second process fails at once naming that PID;
                              the kernel releases it when the process dies, however it dies
   describe_run(path)         what run is there (epoch, step, best valid loss, damaged files)
-  remove_run(path)           delete the files a run writes (RUN_FILES), nothing else
+  run_files(path)            which of the files a run writes (RUN_FILES) are there
   prepare_run_folder(...)    all of the above in order, as the trainer and fit(out=...) need
   set_aside_run(path)        an --overwrite run's first save: the previous run moved into
                              .replaced-<pid>, then discard_set_aside (saved) or
@@ -210,11 +210,16 @@ class RunSummary:
         return text
 
 
+def run_files(path):
+    """The names of RUN_FILES present in `path` (links included), in RUN_FILES' order."""
+    return [name for name in RUN_FILES if os.path.lexists(Path(path) / name)]
+
+
 def describe_run(path):
     """The RunSummary of the run in `path`, or None when it holds none of RUN_FILES. Never
     raises for damaged files: they are listed in `damaged` and the rest is read around them."""
     folder = Path(path)
-    files = [name for name in RUN_FILES if os.path.lexists(folder / name)]
+    files = run_files(folder)
     if not files:
         return None
     summary = RunSummary(folder, files)
@@ -278,25 +283,6 @@ def _problem(message, path):
 
 # ------------------------------------------------------------------------------------------------
 # Replacing a run
-
-def remove_run(path):
-    """Delete the run files (RUN_FILES) in `path`; return the names removed. Nothing else in
-    the folder is touched; a run file that is a folder raises RunFolderError (not ours)."""
-    folder = Path(path)
-    _check_removable(folder)
-    removed = []
-    for name in RUN_FILES:
-        target = folder / name
-        try:
-            target.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            raise RunFolderError(f"cannot replace the run in {folder}: cannot remove "
-                                 f"{target}: {explain_os_error(err)}") from err
-        removed.append(name)
-    return removed
-
 
 def _check_removable(folder):
     """RunFolderError if a run file's name in `folder` is taken by a folder (not ours to delete)."""

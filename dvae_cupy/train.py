@@ -40,7 +40,7 @@ from .kernels._numba_init import start_numba_init
 from .kernels.batch import AS_IS, BERNOULLI, THRESHOLD
 from .model import Model
 from .progress_bar import progress_bar
-from .run_folder import (describe_run, discard_set_aside, prepare_run_folder, restore_set_aside,
+from .run_folder import (discard_set_aside, prepare_run_folder, restore_set_aside, run_files,
                          set_aside_run)
 from .step import TrainStep
 
@@ -67,8 +67,7 @@ class Trainer:
                          prepare_run_folder(self.out, resume=resume, overwrite=overwrite, log=log))
         try:
             # --overwrite deletes the previous run only once this one has saved its first epoch
-            self.replacing = (self.run_lock is not None and overwrite
-                              and describe_run(self.out) is not None)
+            self.replacing = self.run_lock is not None and overwrite and bool(run_files(self.out))
             self._build(graph_capture, data)
             if resume:
                 self.resume()

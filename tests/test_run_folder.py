@@ -17,7 +17,7 @@ from dvae_cupy.checkpoint import save_checkpoint
 from dvae_cupy.errors import RunFolderError
 from dvae_cupy.run_folder import (LOCK_FILE, RUN_FILES, SET_ASIDE_PREFIX, RunLock, check_run_folder,
                                   describe_run, discard_set_aside, lock_run_folder,
-                                  prepare_run_folder, remove_run, restore_set_aside, set_aside_run)
+                                  prepare_run_folder, restore_set_aside, set_aside_run)
 
 HOLD_LOCK = """
 import sys, time
@@ -238,7 +238,7 @@ def test_overwrite_refuses_to_delete_a_folder_named_like_a_run_file(tmp_path):
     (tmp_path / "metrics.jsonl" / "keep.txt").write_text("x")
     with pytest.raises(RunFolderError, match=r"metrics.jsonl is a folder, not a file a run "
                                              r"writes; move it away first"):
-        remove_run(tmp_path)
+        set_aside_run(tmp_path)
     assert (tmp_path / "metrics.jsonl" / "keep.txt").exists()
     with pytest.raises(RunFolderError, match=r"metrics.jsonl is a folder, not a file a run "
                                              r"writes; move it away first"):
