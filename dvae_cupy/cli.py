@@ -56,14 +56,14 @@ def train_parser(defaults=True):
             continue
         group, flags = groups[meta["group"]], option_flags(field)
         default = field.default if field.default is not MISSING else None
-        given_default = default if defaults else argparse.SUPPRESS
+        parsed_default = default if defaults else argparse.SUPPRESS
         if field.type is bool:
             action = "store_false" if default else "store_true"
-            group.add_argument(*flags, dest=field.name, action=action, help=meta["help"],
-                               **({} if defaults else {"default": argparse.SUPPRESS}))
+            group.add_argument(*flags, dest=field.name, action=action, default=parsed_default,
+                               help=meta["help"])
         else:
             group.add_argument(*flags, dest=field.name, type=_value_type(field),
-                               default=given_default, choices=meta.get("choices"), help=meta["help"])
+                               default=parsed_default, choices=meta.get("choices"), help=meta["help"])
         if field.name == "out":
             group.add_argument("--resume", action="store_true",
                                help="continue the run saved in --out")
