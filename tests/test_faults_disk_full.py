@@ -47,9 +47,7 @@ def assert_clean(output):
 
 @pytest.fixture
 def disk(tmp_path):
-    point = tmp_path / "disk"
-    point.mkdir()
-    with tmpfs(point, "64m"):
+    with tmpfs(tmp_path / "disk", "64m") as point:
         yield point
 
 
@@ -119,7 +117,6 @@ def test_saving_onto_a_full_disk_raises_one_oserror_and_the_interpreter_exits_cl
     # A 256 KiB disk: the model's checkpoint (~600 KB) and the data set (~470 KB) each run out
     # of space part way through.
     point = tmp_path / "disk"
-    point.mkdir()
     with tmpfs(point, "256k"):
         child = subprocess.run([sys.executable, "-c", SAVE_ON_A_FULL_DISK, str(point),
                                 str(tmp_path)], capture_output=True, text=True, timeout=300)

@@ -144,9 +144,7 @@ def test_append_text_appends(tmp_path):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 256 KiB tmpfs mounted on tmp_path/disk (root only; skipped, saying why, elsewhere)."""
-    point = tmp_path / "disk"
-    point.mkdir()
-    with tmpfs(point, "256k"):
+    with tmpfs(tmp_path / "disk", "256k") as point:
         yield point
 
 

@@ -18,10 +18,11 @@ def mount(*args):
 
 @contextlib.contextmanager
 def tmpfs(point, size):
-    """Mount a tmpfs of `size` (bytes, or a mount size such as "256k") on the existing folder
-    `point` for the block; skip the test where that cannot be done."""
+    """Mount a tmpfs of `size` (bytes, or a mount size such as "256k") on the folder `point`
+    (made if missing) for the block; skip the test where that cannot be done."""
     if not ROOT:
         pytest.skip("mounting a tmpfs needs root; the fake-writer tests cover ENOSPC")
+    point.mkdir(exist_ok=True)
     done = mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point))
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the fake-writer tests "
