@@ -179,7 +179,8 @@ class DiscreteVAE:
     def _training_splits(self, X, x_valid, x_test):
         arrays = {"train": ("X", X), "valid": ("x_valid", x_valid), "test": ("x_test", x_test)}
         splits = make_splits(**{k: _host_array_like(v, name) for k, (name, v) in arrays.items()},
-                             image_shape=None, name="fit")
+                             image_shape=None, name="fit",
+                             argument_names={k: name for k, (name, _) in arrays.items()})
         if self.binarization == "none" and not splits.binarized:
             raise ValueError("binarization='none' says the data are already 0/1, but X holds other "
                              "values; use binarization='fixed' or 'dynamic'")
@@ -388,10 +389,14 @@ class DiscreteVAE:
     def logits(self, x):
         """Encoder logits (n, N, K) (independent categoricals; the pairwise model has
         potentials instead: potentials())."""
+        return self._logits(x, "x")
+
+    def _logits(self, x, name):
+        """logits(x), its errors naming the array `name` (the caller's parameter)."""
         model, xp = self._model(), self.backend_.xp
         if model.shape.is_pairwise:
             raise ValueError("the pairwise model's encoder gives potentials, not logits: use potentials()")
-        batches, n = self._batches(x, "x")
+        batches, n = self._batches(x, name)
         encode = lambda b, _: model.encode(b, self._evaluator.workspace(len(b)).encoder)  # noqa: E731
         out = self._collect(encode, batches, xp.zeros((0, model.shape.n_codes), np.float32))
         return out.reshape(n, model.shape.n_latent, model.shape.n_categories)
@@ -409,16 +414,20 @@ class DiscreteVAE:
     def encode(self, x, sample=False, seed=0):
         """Codes (n, N) int32: the arg max of q(z|x), or with sample=True a Gumbel-max draw,
         image i's from the stream (seed, i) whatever the batching."""
+        return self._encode(x, sample, seed, "x")
+
+    def _encode(self, x, sample, seed, name):
+        """encode(x, sample, seed), its errors naming the array `name`."""
         model = self._model()
         xp = self.backend_.xp
         if not sample and model.shape.is_pairwise:
-            batches, _ = self._batches(x, "x")
+            batches, _ = self._batches(x, name)
             return self._collect(lambda b, _: self._most_likely(b), batches,
                                  xp.zeros((0, model.shape.n_latent), np.int32))
         if not sample:
-            return self.logits(x).argmax(axis=-1).astype(np.int32)
+            return self._logits(x, name).argmax(axis=-1).astype(np.int32)
         seed = _check_seed(seed, "seed")
-        batches, _ = self._batches(x, "x")
+        batches, _ = self._batches(x, name)
         return self._collect(lambda b, start: self._sample_codes(b, seed, start), batches,
                              xp.zeros((0, self.shape.n_latent), np.int32))
 
@@ -442,7 +451,7 @@ class DiscreteVAE:
     def transform(self, X):
         """The codes of X (the arg max of q(z|x)): (n, N) int32, or one-hot (n, N*K) float32
         with one_hot=True."""
-        codes = self.encode(X)
+        codes = self._encode(X, False, 0, "X")
         return one_hot(codes, self.shape.n_categories, self.backend_.xp) if self.one_hot else codes
 
     def inverse_transform(self, codes):
@@ -469,8 +478,12 @@ class DiscreteVAE:
         """The paper's test loss per image (n,): BCE at a Gumbel-max code + KL to the uniform
         prior (the pairwise model: BCE at the structured arg max of the Gumbel-perturbed score +
         the unary softmaxes' KL to uniform, as published)."""
-        model, seed = self._model(), _check_seed(seed, "seed")
-        batches, _ = self._batches(x, "x")
+        return self._loss(x, seed, "x")
+
+    def _loss(self, x, seed, name):
+        """loss(x, seed), its errors naming the array `name`."""
+        seed = _check_seed(seed, "seed")
+        batches, _ = self._batches(x, name)
         loss = lambda b, start: self._evaluator.sampled_loss(b, seed, start, per_image=True)  # noqa: E731
         return self._collect(loss, batches, self.backend_.xp.zeros(0, np.float32))
 
@@ -479,7 +492,7 @@ class DiscreteVAE:
         test_loss, with its noise seed (the seed parameter) and its targets. fit draws the
         Gumbel noise by position in an eval_batch_size batch, score image i's from the stream
         (seed, i): the two agree exactly for single images and in expectation otherwise."""
-        losses = self.loss(X, seed=self._checked_params()["seed"])
+        losses = self._loss(X, self._checked_params()["seed"], "X")
         if len(losses) == 0:
             raise ValueError("X is empty: a mean test loss needs at least one image")
         return -float(losses.mean())

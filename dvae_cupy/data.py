@@ -219,22 +219,30 @@ def binarize_fixed(grey):
 # ------------------------------------------------------------------------------------------------
 # The user's arrays: pixel rules, labels, the hold-out rule (module docstring)
 
-def make_splits(train, valid=None, test=None, labels=None, image_shape=None, name="arrays"):
+def make_splits(train, valid=None, test=None, labels=None, image_shape=None, name="arrays",
+                argument_names=None):
     """A validated Splits from the user's arrays, by the rules of the module docstring.
 
     train, valid, test: array-likes (NumPy arrays, memory maps, h5py datasets, ...) shaped
     (n, H, W) or (n, D); valid and test, when None, are split off train by the hold-out rule.
     labels: None or {split: (n,) integer labels} for every split given (train, and valid/test
     where given); held-out rows take their labels along. image_shape: (H, W), for (n, D) arrays
-    (must agree with (n, H, W) ones). Errors are ValueErrors naming the argument.
+    (must agree with (n, H, W) ones). Errors are ValueErrors naming the argument: train, valid
+    and test, or what argument_names ({split: name}) calls them (DiscreteVAE.fit: X, x_valid,
+    x_test).
     """
     arrays = {"train": train, "valid": valid, "test": test}
-    return _splits_from_arrays(arrays, labels, image_shape, name, where=_argument_name)
+    names = argument_names or {}
+    return _splits_from_arrays(arrays, labels, image_shape, name,
+                               where=lambda key: _argument_name(key, names))
 
 
-def _argument_name(key):
-    """How make_splits' errors name an array: its argument (labels_X is labels['X'])."""
-    return f"labels[{key[len('labels_'):]!r}]" if key.startswith("labels_") else key
+def _argument_name(key, names):
+    """How make_splits' errors name an array: its argument, renamed by `names` (labels_X is
+    labels['X'])."""
+    if key.startswith("labels_"):
+        return f"labels[{key[len('labels_'):]!r}]"
+    return names.get(key, key)
 
 
 def _splits_from_arrays(arrays, labels, image_shape, name, where):

@@ -96,6 +96,30 @@ def test_bad_inputs_name_the_problem(vae, tmp_path):
         DiscreteVAE.load(tmp_path / "missing.h5")
 
 
+def test_errors_name_the_parameter_the_caller_passed(vae):
+    # transform and score take X (scikit-learn's name), the model's functions x
+    bad = np.zeros((3, 5))
+    with pytest.raises(ValueError, match=r"^X must have shape"):
+        vae.transform(bad)
+    with pytest.raises(ValueError, match=r"^X contains non-finite"):
+        vae.score(np.full((1, PIXELS), np.nan))
+    with pytest.raises(ValueError, match=r"^x must have shape"):
+        vae.loss(bad)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"X": np.zeros((3, 5, 2, 2, 2))}, r"^X: shape \(3, 5, 2, 2, 2\)"),
+    ({"x_valid": np.zeros((3, 7))}, r"X has 20, x_valid has 7"),
+    ({"x_test": -np.ones((3, PIXELS))}, r"^x_test: Negative values"),
+])
+def test_fit_errors_name_x_x_valid_and_x_test(arrays, message):
+    model = DiscreteVAE(n_latent=2, n_categories=3, hidden=8, pixels=PIXELS, backend="cpu",
+                        progress=False)
+    X = arrays.pop("X", images(30))
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, epochs=1, batch_size=10, **arrays)
+
+
 def test_posterior_of_the_pairwise_model_says_posterior():
     vae = DiscreteVAE(n_latent=3, latent_structure="pairwise", hidden=8, pixels=PIXELS, backend="cpu")
     with pytest.raises(ValueError, match=r"posterior\(\) is for latent_structure='categorical'"):
