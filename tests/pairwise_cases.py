@@ -37,6 +37,22 @@ def draw_potentials(rng, count, N, mode):
     return (unary.reshape(count, 2 * N).astype(np.float32), pairwise.astype(np.float32))
 
 
+def coupled_potentials(rng, count, N, mode):
+    """Sets the min-cut's forcing pass (kernels/pairwise_mincut.py) mostly leaves undecided, so
+    the flow does the work: each variable's unary difference a_i is minus half its pair sum
+    plus noise (spread 0.3 .. 3), which puts both of its values within the pairs' reach.
+    Attractive pairwise = softplus(normal), signed = normal."""
+    P = ref.pair_count(N)
+    pairwise = _softplus(rng.normal(size=(count, P))) if mode == "attractive" else rng.normal(size=(count, P))
+    first, second = ref.pair_indices(N)
+    sums = np.zeros((count, N))
+    np.add.at(sums, (slice(None), first), pairwise)
+    np.add.at(sums, (slice(None), second), pairwise)
+    a = -0.5 * sums + rng.normal(size=(count, N)) * rng.choice([0.3, 1.0, 3.0], size=(count, 1))
+    unary = np.stack([-a / 2, a / 2], axis=-1)
+    return unary.reshape(count, 2 * N).astype(np.float32), pairwise.astype(np.float32)
+
+
 def best_codes_and_gaps(unary, pairwise):
     """(the brute-force arg max (count, N) int32, best minus second-best score): every code
     scored in float64 by the reference (reference.code_scores) on the float32 values, in blocks
@@ -67,16 +83,17 @@ def best_codes_and_gaps(unary, pairwise):
     return ((best[:, None] >> np.arange(N)) & 1).astype(np.int32), gaps
 
 
-def untied_potentials(rng, count, N, mode, gap=GAP):
-    """draw_potentials with every set's top-2 score gap >= gap (near ties redrawn); returns
-    (unary, pairwise, truth) with truth the brute-force arg max codes (count, N) int32."""
-    unary, pairwise = draw_potentials(rng, count, N, mode)
+def untied_potentials(rng, count, N, mode, gap=GAP, draw=draw_potentials):
+    """draw's sets (draw_potentials, or coupled_potentials) with every set's top-2 score gap >=
+    gap (near ties redrawn); returns (unary, pairwise, truth) with truth the brute-force arg max
+    codes (count, N) int32."""
+    unary, pairwise = draw(rng, count, N, mode)
     truth, gaps = best_codes_and_gaps(unary, pairwise)
     for _ in range(50):
         near = np.flatnonzero(gaps < gap)
         if len(near) == 0:
             return unary, pairwise, truth
-        unary[near], pairwise[near] = draw_potentials(rng, len(near), N, mode)
+        unary[near], pairwise[near] = draw(rng, len(near), N, mode)
         truth[near], gaps[near] = best_codes_and_gaps(unary[near], pairwise[near])
     raise AssertionError("could not draw untied potentials")
 

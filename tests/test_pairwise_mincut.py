@@ -10,7 +10,7 @@ import pytest
 
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_mincut
-from pairwise_cases import draw_potentials, pymaxflow_argmax, untied_potentials
+from pairwise_cases import coupled_potentials, draw_potentials, pymaxflow_argmax, untied_potentials
 
 SETS_PER_N = 10_000
 
@@ -37,6 +37,51 @@ def test_mincut_equals_brute_force_beyond_the_slow_sizes(N):
     unary, pairwise, truth = untied_potentials(np.random.default_rng([2, N]), count, N,
                                                "attractive")
     np.testing.assert_array_equal(solve(unary, pairwise), truth)
+
+
+def undecided_counts(unary, pairwise):
+    """How many variables the forcing pass leaves undecided, per row (M = 1)."""
+    return np.array([pairwise_mincut.forced_codes_of_row(unary[r], pairwise[r])[0]
+                     for r in range(len(unary))])
+
+
+@pytest.mark.parametrize("N", [2, 3, 5, 8, 12, 15])
+def test_mincut_equals_brute_force_where_the_forcing_leaves_the_flow_to_do(N):
+    # draw_potentials' sets are ~97 % decided by the forcing pass alone; these mostly are not
+    count = 300 if N == 15 else 2000
+    unary, pairwise, truth = untied_potentials(np.random.default_rng([5, N]), count, N,
+                                               "attractive", draw=coupled_potentials)
+    undecided = undecided_counts(unary, pairwise)
+    assert (undecided > 0).mean() > {2: 0.2, 3: 0.3}.get(N, 0.6)
+    np.testing.assert_array_equal(solve(unary, pairwise), truth)
+
+
+def test_most_training_like_rows_need_no_flow():
+    # the brute-force tests above cover both paths: forced rows and min-cut rows
+    unary, pairwise = draw_potentials(np.random.default_rng(6), 2000, 15, "attractive")
+    undecided = undecided_counts(unary, pairwise)
+    assert 0.9 < (undecided == 0).mean() < 1.0
+
+
+@pytest.mark.parametrize("N", [2, 4, 7])
+def test_forced_values_are_those_of_every_maximiser_ties_included(N):
+    # integer potentials: many codes tie for the maximum; a forced variable must take its
+    # value in all of them, an undecided one may differ between them
+    rng = np.random.default_rng([7, N])
+    count = 3000
+    unary = rng.integers(-4, 5, size=(count, 2 * N)).astype(np.float32)
+    pairwise = rng.integers(0, 3, size=(count, ref.pair_count(N))).astype(np.float32)
+    codes = ref.binary_codes(0, 2 ** N, N)
+    scores = ref.code_scores(unary.astype(np.float64).reshape(count, N, 2),
+                             pairwise.astype(np.float64), codes)
+    forced_somewhere = 0
+    for r in range(count):
+        maximisers = codes[np.flatnonzero(scores[r] == scores[r].max())]
+        _, state = pairwise_mincut.forced_codes_of_row(unary[r], pairwise[r])
+        for i in np.flatnonzero(state >= 0):
+            np.testing.assert_array_equal(maximisers[:, i], state[i], err_msg=f"row {r}")
+        forced_somewhere += (state >= 0).any()
+    assert forced_somewhere > count // 2
 
 
 def test_pairwise_potentials_are_shared_by_the_m_rows_of_a_data_point():

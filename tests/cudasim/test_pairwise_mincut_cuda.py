@@ -18,7 +18,7 @@ import pytest
 
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_mincut
-from pairwise_cases import untied_potentials
+from pairwise_cases import coupled_potentials, untied_potentials
 
 SETS_PER_N = 20
 
@@ -37,6 +37,14 @@ def test_mincut_kernel_equals_brute_force(N):
     count = SETS_PER_N if N <= 12 else 4
     unary, pairwise, truth = untied_potentials(np.random.default_rng([21, N]), count, N,
                                                "attractive")
+    np.testing.assert_array_equal(solve_cuda(unary, pairwise), truth)
+
+
+@pytest.mark.parametrize("N", [3, 8, 15])
+def test_mincut_kernel_equals_brute_force_where_the_forcing_leaves_the_flow_to_do(N):
+    # most of draw_potentials' rows are decided by the forcing pass alone; these mostly are not
+    unary, pairwise, truth = untied_potentials(np.random.default_rng([26, N]), 12, N,
+                                               "attractive", draw=coupled_potentials)
     np.testing.assert_array_equal(solve_cuda(unary, pairwise), truth)
 
 
