@@ -5,7 +5,8 @@
     python benchmarks/compare.py figure1 [--epochs 10] [--ks 10 20 30 40 50] [--png figure1.png]
     python benchmarks/compare.py scaling [--threads 2]
     python benchmarks/compare.py structured-speed   [--threads 2] [--sizes 15] [--trained ckpt.h5]
-                                 [--sides pairwise-attractive peer-structured peer-structured-published]
+                                 [--sides pairwise-attractive peer-structured
+                                          peer-structured-published]
     python benchmarks/compare.py structured-scaling [--threads 2] [--sizes 5 8 10 12 15 18 20]
                                  [--sides ...]
     python benchmarks/compare.py structured-quality [--epochs 30] [--seeds 0 1 2]

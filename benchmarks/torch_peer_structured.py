@@ -30,8 +30,8 @@ What is reproduced (see /work/shared/DESIGN.md, "Structured latents"):
 Deliberate differences from the published code, none of which changes what is computed per step
 beyond a constant scale:
 - Scale: both losses are means over the R = B*M rows instead of sums (Adam ignores the scale).
-- Two modes of the per-sample work, the same codes and gradients (tests/test_torch_peer_structured.py
-  checks them equal, bit for bit, for the same noise):
+- Two modes of the per-sample work, the same codes and gradients (checked equal, bit for bit,
+  for the same noise, by tests/test_torch_peer_structured.py):
   vectorised (the default, published_loops=False): fair to the peer. Each row's graph capacities
     come from np.add.at, the candidate rows from one broadcast expression, the pair statistics
     z_i z_j from index tensors, and the perturbed unaries stay one tensor (no grad). The
@@ -271,7 +271,8 @@ class TorchPeerStructured:
 
     def _direct_as_published(self, unary_r, pairwise_r, gumbel, xr, eps):
         R = unary_r.shape[0]
-        rows = list(zip((unary_r + gumbel).view(R, self.N, 2), pairwise_r))  # with grad, as published
+        # the published list of per-row (unaries, pairwise) views, with grad
+        rows = list(zip((unary_r + gumbel).view(R, self.N, 2), pairwise_r))
         z_opt = argmax_maxflow_as_published(rows, self.device)
         onehot_opt = F.one_hot(z_opt, 2).to(torch.float32)
         L = self._candidate_losses(*candidates_as_published(onehot_opt, xr))
