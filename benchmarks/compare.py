@@ -5,7 +5,10 @@
     python benchmarks/compare.py figure1 [--epochs 10] [--ks 10 20 30 40 50] [--png figure1.png]
     python benchmarks/compare.py scaling [--threads 2]
     python benchmarks/compare.py structured-speed   [--threads 2] [--sizes 15] [--trained ckpt.h5]
+                                 [--sides pairwise-attractive peer-structured
+                                          peer-structured-published]
     python benchmarks/compare.py structured-scaling [--threads 2] [--sizes 5 8 10 12 15 18 20]
+                                 [--sides ...]
     python benchmarks/compare.py structured-quality [--epochs 30] [--seeds 0 1 2]
 
 speed    ms per training step two ways, each side in its own process, the two alternating, with
@@ -27,11 +30,15 @@ scaling  our ms per step against N*K and batch size, beside the arithmetic floor
 structured-speed    the pairwise binary model (N binary variables, K = 2): ms per training step
          of ours (attractive: min-cut; signed: enumeration) against the published structured
          algorithm (torch_peer_structured.py: PyMaxflow per sample), raced as `speed` races,
-         on the same batches; peak memory of a step; the ratio peer / ours. --trained ckpt.h5:
+         on the same batches; peak memory of a step; the ratio peer / ours against each peer
+         that raced: peer-structured (its per-sample work vectorised) and, with --sides,
+         peer-structured-published (the published code's per-sample Python loops, the same
+         codes and gradients). --trained ckpt.h5:
          ours starts from that trained model at its eps (how many neighbours pruning leaves
          undecoded depends on the model: an untrained one's step is the fastest).
-structured-scaling  the same race at each N, beside the ms per batch of our two CPU solvers
-         alone (bench_structured.py's potentials); fewer steps per N suit it (--steps 20).
+structured-scaling  the same race of the structured sides at each N, beside the ms per batch
+         of our two CPU solvers alone (bench_structured.py's potentials), a ratio per structured
+         peer raced; fewer steps per N suit it (--steps 20).
 structured-quality  test loss on Fashion-MNIST after the same epochs of the pairwise model
          (attractive) and of the unstructured N x 2 model, both ours, direct estimator,
          default options otherwise, several seeds: per-epoch curves, mean and spread.
@@ -135,7 +142,7 @@ class OurStepper:
 # The sides a race can run: ours with a model shape, or a peer (the published algorithm).
 OUR_SIDES = {"ours": {}, "pairwise-attractive": {"structure": "pairwise", "pairwise": "attractive"},
              "pairwise-signed": {"structure": "pairwise", "pairwise": "signed"}}
-PEER_SIDES = ("peer", "peer-structured")
+PEER_SIDES = ("peer", "peer-structured", "peer-structured-published")
 SIDES = tuple(OUR_SIDES) + PEER_SIDES
 
 
@@ -152,10 +159,11 @@ def _make_side(who, backend_name, n_latent, n_categories, seed, threads, batch_s
         from torch_peer import TorchPeer
 
         peer = TorchPeer(n_latent, n_categories, seed=seed, threads=threads, device=device)
-    elif who == "peer-structured":
+    elif who in ("peer-structured", "peer-structured-published"):
         from torch_peer_structured import TorchPeerStructured
 
-        peer = TorchPeerStructured(n_latent, seed=seed, threads=threads, device=device)
+        peer = TorchPeerStructured(n_latent, seed=seed, threads=threads, device=device,
+                                   published_loops=who == "peer-structured-published")
     else:
         raise ValueError(f"unknown side {who!r}: one of {SIDES}")
     return peer.train_step, peer.peak_memory_bytes, lambda batch: batch
@@ -476,10 +484,15 @@ def scaling(args):
 # ---------------------------------------------------------------------------------------------
 # structured latents: the pairwise binary model against the published structured algorithm
 
-STRUCTURED_SIDES = ("pairwise-attractive", "pairwise-signed", "peer-structured")
+STRUCTURED_SIDES = ("pairwise-attractive", "pairwise-signed", "peer-structured")  # the default
+# The structured peers, in the order of the ratio columns: per-sample work vectorised, as published.
+STRUCTURED_PEERS = ("peer-structured", "peer-structured-published")
 SIDE_LABELS = {"pairwise-attractive": "ours, pairwise attractive (min-cut)",
                "pairwise-signed": "ours, pairwise signed (enumeration)",
-               "peer-structured": "peer, published structured (PyMaxflow per sample)",
+               "peer-structured": "peer, published structured, per-sample work vectorised "
+                                  "(PyMaxflow per sample)",
+               "peer-structured-published": "peer, published structured as published (its "
+                                            "per-sample Python loops)",
                "ours": "ours, unstructured N x 2", "peer": "peer, published unstructured N x 2"}
 
 
@@ -487,9 +500,15 @@ def _percentile_ms(times, q):
     return 1e3 * float(np.percentile(times, q))
 
 
-def _peer_of(side):
-    """The peer a side's ratio is taken against: the unstructured one for the N x 2 model."""
-    return "peer" if side in ("ours", "peer") else "peer-structured"
+def _peers_of(side):
+    """The (vectorised, as-published) peers a side's ratios are taken against: for the N x 2
+    model the unstructured peer (its candidates vectorised) and no as-published one."""
+    return ("peer", None) if side in ("ours", "peer") else STRUCTURED_PEERS
+
+
+def _ratio(medians, peer, side):
+    """'{peer / side}x' of two medians, '-' where the peer did not race."""
+    return f"{medians[peer] / medians[side]:.1f}x" if peer in medians else "-"
 
 
 def _load():
@@ -506,9 +525,13 @@ def structured_speed(args):
           f"{args.warmup} warm-up; each side in its own process, alternating in blocks of "
           f"{args.block} steps on the same Fashion-MNIST batches; torch {torch.__version__}; "
           f"ours from {args.trained or 'an untrained model (eps 1)'}; "
-          f"load average at start {_load()}\n")
-    print("| N | side | ms/step | p10 - p90 | steps/s | peak MB | peer / this |")
-    print("|---|---|---|---|---|---|---|")
+          f"load average at start {_load()}. Ratios: the vectorised peer's median (per-sample "
+          f"work vectorised; for the unstructured N x 2 rows, torch_peer.py) and the as-published "
+          f"peer's (the published code's per-sample Python loops) over this side's; '-': that "
+          f"peer did not race\n")
+    print("| N | side | ms/step | p10 - p90 | steps/s | peak MB | vectorised peer / this | "
+          "as-published peer / this |")
+    print("|---|---|---|---|---|---|---|---|")
     for n_latent in args.sizes:
         if args.trained:  # here, before the workers start: a worker's exit would hang the race
             for who in args.sides:
@@ -517,11 +540,10 @@ def structured_speed(args):
         results = race(args, n_latent, 2, sides=args.sides)
         medians = {who: 1e3 * statistics.median(times) for who, (times, _) in results.items()}
         for who, (times, peak) in results.items():
-            peer = medians.get(_peer_of(who))
-            ratio = f"{peer / medians[who]:.1f}x" if peer is not None else "-"
+            ratios = " | ".join(_ratio(medians, peer, who) for peer in _peers_of(who))
             print(f"| {n_latent} | {SIDE_LABELS[who]} | {medians[who]:.2f} | "
                   f"{_percentile_ms(times, 10):.1f} - {_percentile_ms(times, 90):.1f} | "
-                  f"{1e3 / medians[who]:.0f} | {peak / 2**20:.1f} | {ratio} |", flush=True)
+                  f"{1e3 / medians[who]:.0f} | {peak / 2**20:.1f} | {ratios} |", flush=True)
     print(f"\nload average at the end {_load()}")
 
 
@@ -544,7 +566,8 @@ def solver_ms(n_latent, batch, repeats):
 
 def structured_scaling(args):
     backend = get_backend("cpu")
-    sides = [s for s in STRUCTURED_SIDES if s in args.sides]
+    sides = [s for s in STRUCTURED_SIDES + STRUCTURED_PEERS[1:] if s in args.sides]
+    peers = [s for s in STRUCTURED_PEERS if s in sides] or ["peer-structured"]  # ratio columns
     print(f"## Scaling of the pairwise model against N ({machine(backend)}; {threads_note(args)}; "
           f"load average at start {_load()})\n")
     print(f"Solvers: our CPU kernels alone, ms per batch of {args.batch_size} rows (median of 5 "
@@ -554,25 +577,25 @@ def structured_scaling(args):
           f"step + the model's and the step's arrays, as bench_step.py; peer: torch's allocator "
           f"peak in one step).\n")
     short = {"pairwise-attractive": "attractive", "pairwise-signed": "signed",
-             "peer-structured": "peer"}
+             "peer-structured": "vectorised peer", "peer-structured-published": "as-published peer"}
     head = " | ".join(f"{short[s]} ms/step" for s in sides)
+    ratio_head = " | ".join(f"{short[p]} / {short[s]}" for p in peers
+                            for s in ("pairwise-attractive", "pairwise-signed"))
     mems = " | ".join(f"{short[s]} peak MB" for s in sides)
-    print(f"| N | min-cut ms/batch | enumeration ms/batch | {head} | peer / attractive | "
-          f"peer / signed | {mems} |")
-    print("|---" * (5 + 2 * len(sides)) + "|")
+    print(f"| N | min-cut ms/batch | enumeration ms/batch | {head} | {ratio_head} | {mems} |")
+    print("|---" * (3 + 2 * len(sides) + 2 * len(peers)) + "|")
     for n_latent in args.sizes:
         solvers = solver_ms(n_latent, args.batch_size, 5)
         results = race(args, n_latent, 2, sides=sides)
         medians = {who: 1e3 * statistics.median(times) for who, (times, _) in results.items()}
-        peer = medians.get("peer-structured")
-        ratios = [f"{peer / medians[s]:.1f}x" if peer and s in medians else "-"
-                  for s in ("pairwise-attractive", "pairwise-signed")]
+        ratios = " | ".join(_ratio(medians, p, s) if s in medians else "-" for p in peers
+                            for s in ("pairwise-attractive", "pairwise-signed"))
         steps = " | ".join(f"{medians[s]:.2f}" for s in sides)
         peaks = " | ".join(f"{results[s][1] / 2**20:.1f}" for s in sides)
         mincut, enumeration = (f"{solvers[name, 'z_opt']:.2f} / {solvers[name, 'z_dir']:.2f}"
                                for name in ("min-cut", "enumeration"))
-        print(f"| {n_latent} | {mincut} | {enumeration} | {steps} | {ratios[0]} | {ratios[1]} | "
-              f"{peaks} |", flush=True)
+        print(f"| {n_latent} | {mincut} | {enumeration} | {steps} | {ratios} | {peaks} |",
+              flush=True)
     print(f"\nload average at the end {_load()}")
 
 
@@ -673,7 +696,12 @@ def main():
                         help="structured-*: N values (default 15; structured-scaling: 5 8 10 "
                              "12 15 18 20)")
     parser.add_argument("--sides", nargs="*", choices=SIDES, default=list(STRUCTURED_SIDES),
-                        help="structured-speed/-scaling: the sides raced")
+                        help="structured-speed/-scaling: the sides raced (default: "
+                             "pairwise-attractive pairwise-signed peer-structured); "
+                             "peer-structured-published is the structured peer doing the "
+                             "published code's per-sample Python loops, peer-structured the "
+                             "same algorithm with that work vectorised; ours / peer: the "
+                             "unstructured N x 2 model (structured-speed only)")
     parser.add_argument("--models", nargs="*", choices=tuple(OUR_SIDES),
                         default=["pairwise-attractive", "ours"],
                         help="structured-quality: our models trained (ours = unstructured N x 2)")
