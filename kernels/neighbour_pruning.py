@@ -160,16 +160,26 @@ def _check_listed(cand_out, bias, linear, linear_b2, codes, K, ids, losses):
 # gamma_n the margin allows for the same sums (and a is rounded up by 1 + 2^-30 besides).
 @numba.njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy")
 def weight_row_norms(weight, a, w_max):
-    """a[j] = sum_d |W2_jd| (rounded up) and w_max[j] = max_d |W2_jd|, in float64."""
+    """a[j] = sum_d |W2_jd| (rounded up) and w_max[j] = max_d |W2_jd|, in float64.
+    The max is taken over the bit patterns of |W2_jd| (int32, the sign bit cleared), whose order
+    is the floats' for values >= 0: LLVM vectorises an integer max, not a float one (its NaN
+    rules), and one loop with both ran at ~1.7 ns an element (~410 us for 300 x 784), the two
+    apart at ~0.4. A NaN's pattern is above every finite one's, so a NaN weight gives w_max NaN
+    (and a NaN margin, which prunes nothing)."""
+    bits = weight.view(np.int32)
+    largest_bits = np.empty(1, np.int32)
+    largest = largest_bits.view(np.float32)
     for j in range(weight.shape[0]):
         total = 0.0
-        largest = np.float32(0.0)  # a max of float32 values is exact in float32
         for d in range(weight.shape[1]):
-            w = abs(weight[j, d])
-            total += np.float64(w)
-            largest = w if w > largest else largest
+            total += np.float64(abs(weight[j, d]))
         a[j] = total * (1.0 + 2.0 ** -30)
-        w_max[j] = largest
+        pattern = 0
+        for d in range(weight.shape[1]):
+            x = bits[j, d] & 0x7FFFFFFF
+            pattern = x if x > pattern else pattern
+        largest_bits[0] = pattern
+        w_max[j] = largest[0]
 
 
 @numba.njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy")
