@@ -17,9 +17,10 @@ edges into the source and out of the sink are never on an augmenting path and ar
 
 Forcing first: a sweep of the rule "z_i = 1 in every maximiser where a_i plus the pairs of the
 variables known to be 1 is > 0, z_i = 0 where that plus the pairs of every undecided variable
-is < 0" (a_i = phi_i(1) - phi_i(0); _forced_codes, with a margin rounding cannot cross). It
-decides every variable of ~97 % of a trained model's rows, which then need no flow (their codes
-are the unique maximiser's: what the min-cut gives). Any other row is solved as below, whole.
+is < 0" (a_i = phi_i(1) - phi_i(0); kernels/_pairwise.py's forced_codes_body, with a margin
+rounding cannot cross). It decides every variable of ~97 % of a trained model's rows, which then
+need no flow (their codes are the unique maximiser's: what the min-cut gives). Any other row is
+solved as below, whole.
 
 Algorithm: a greedy feasible flow along the paths source -> i -> j -> sink, then Edmonds-Karp
 (shortest augmenting paths) from it; exact and deterministic. Each search is
@@ -35,9 +36,8 @@ holds. The codes are the nodes the last search reached: the source side of the m
 ties, the maximiser with the fewest ones; tests exclude ties).
 
 Pieces:
-  _forced_codes           the forcing sweep of one row, on one thread (every target: the CPU
-                          inlines it, a CUDA block runs it on thread 0); forced_codes_of_row
-                          runs it on one row from Python (tests, measurements)
+  forced_codes(_cuda)     _pairwise.forced_codes_body compiled for the CPU (inlined into
+                          mincut_row) and the GPU (thread 0 of a block)
   edge_slot               scalar body: where edge u -> v's residual capacity is kept (CUDA)
   _setup, _push_two_hop_paths, _reset_levels, _discover, _augment, _write_codes
                           the CUDA block's phases on the slot array (setup, discover and the
@@ -62,7 +62,8 @@ from numba import types
 
 from ._compile import CACHE
 from ._cuda import as_device_view, cuda, current_stream
-from ._pairwise import check_host_potentials, check_listed_rows, check_solver_args, pair_index
+from ._pairwise import (FORCING_VECTORS, check_host_potentials, check_listed_rows,
+                        check_solver_args, forced_codes_body, pair_index)
 
 __all__ = ["mincut_argmax", "mincut_argmax_listed", "mincut_argmax_cuda", "MINCUT_MAX_VARS", "CUDA_KERNELS"]
 
@@ -70,7 +71,7 @@ MINCUT_MAX_VARS = 64  # the CUDA block's graph lives in fixed-size shared memory
 MINCUT_MAX_PAIRS = MINCUT_MAX_VARS * (MINCUT_MAX_VARS - 1) // 2
 _MAX_NODES = MINCUT_MAX_VARS + 2
 _MAX_SLOTS = 2 * MINCUT_MAX_VARS + 2 * MINCUT_MAX_PAIRS  # residual capacities of one graph
-_FORCING_SLOTS = 3 * MINCUT_MAX_VARS  # the forcing's gain, rest and scale of one row
+_FORCING_SLOTS = 4 * MINCUT_MAX_VARS  # the forcing's work vectors (FORCING_VECTORS) of one row
 MINCUT_THREADS = 32  # at most one warp per row: threads stride over the N + 2 nodes
 _WHY_MAX = (f"the CUDA kernel holds each sample's graph in shared memory sized for "
             f"MINCUT_MAX_VARS={MINCUT_MAX_VARS} variables")
@@ -193,66 +194,8 @@ def _write_codes(r, N, first, stride, level, codes):
         codes[r, i] = 1 if level[i] >= 0 else 0
 
 
-# Forced variables. With w >= 0, flipping z_i from 0 to 1 changes the score by a_i + sum_{j: z_j
-# = 1} w_ij, a_i = phi_i(1) - phi_i(0). So every maximiser has z_i = 1 where a_i plus the pairs
-# of the variables already known to be 1 is > 0, and z_i = 0 where that plus the pairs of every
-# undecided variable is < 0; each decision moves the others' sums, so the rule is swept until
-# nothing changes. On a trained model's rows it decides every variable of ~97 % of them (the
-# Gumbel-perturbed unaries are large against the pair potentials), and such a row needs no
-# flow at all. A decision needs its margin beyond FORCED_MARGIN of the variable's scale
-# (|a_i| + sum_j w_ij): the running sums' rounding (< 2 (N + 1) ulps of the scale) can then
-# never turn it, so a decided row's codes are the unique maximiser's, which the min-cut gives
-# too; a row with any variable left undecided is solved by the min-cut from scratch, as before.
-FORCED_MARGIN = 1e-10
-
-
-def _forced_codes(unary, pairwise, r, b, N, gain, rest, scale, state):
-    """Sweeps the forcing rule over row r's variables (one thread, node order): state[i] = 1 or
-    0 where every maximiser has that value, -1 where undecided; returns how many are undecided.
-    gain, rest, scale: float64 work vectors of N (a_i + the pairs with forced ones, the pairs
-    with undecided ones, the scale)."""
-    for i in range(N):
-        a = np.float64(unary[r, 2 * i + 1]) - np.float64(unary[r, 2 * i])
-        gain[i] = a
-        rest[i] = 0.0
-        scale[i] = abs(a)
-        state[i] = -1
-    p = 0
-    for i in range(N):  # pairs in column order, each added to both of its variables
-        for j in range(i + 1, N):
-            w = np.float64(pairwise[b, p])
-            rest[i] += w
-            rest[j] += w
-            p += 1
-    for i in range(N):
-        scale[i] += rest[i]
-    undecided = N
-    changed = True
-    while changed and undecided > 0:
-        changed = False
-        for i in range(N):
-            if state[i] >= 0:
-                continue
-            margin = FORCED_MARGIN * scale[i]
-            if gain[i] > margin:
-                state[i] = 1
-            elif gain[i] + rest[i] < -margin:
-                state[i] = 0
-            else:
-                continue
-            undecided -= 1
-            changed = True
-            for j in range(N):  # i's pair leaves j's undecided sum (and joins its gain if 1)
-                if state[j] < 0:
-                    w = np.float64(pairwise[b, pair_index(i, j, N) if i < j else pair_index(j, i, N)])
-                    rest[j] -= w
-                    if state[i] == 1:
-                        gain[j] += w
-    return undecided
-
-
 _gpu = cuda.jit(device=True, inline="always")
-forced_codes_cuda = _gpu(_forced_codes)
+forced_codes_cuda = _gpu(forced_codes_body)
 setup_cuda, push_two_hop_paths_cuda = _gpu(_setup), _gpu(_push_two_hop_paths)
 reset_levels_cuda, discover_cuda = _gpu(_reset_levels), _gpu(_discover)
 augment_cuda, write_codes_cuda = _gpu(_augment), _gpu(_write_codes)
@@ -361,33 +304,16 @@ def dense_augment(N, cap, parent):
         v = u
 
 
-forced_codes = numba.njit(inline="always")(_forced_codes)
-
-
-@numba.njit(cache=CACHE)
-def _forced_codes_row(unary, pairwise, state):
-    N = state.size
-    work = np.empty(3 * N)
-    return forced_codes(unary, pairwise, 0, 0, N, work[:N], work[N:2 * N], work[2 * N:], state)
-
-
-def forced_codes_of_row(unary_row, pairwise_row):
-    """(undecided count, state (N,) int32: 1, 0, or -1 undecided) of the forcing pass on one row
-    (unary (2N,), pairwise (P,) float32 >= 0): for tests and measurements."""
-    unary = np.ascontiguousarray(unary_row, np.float32).reshape(1, -1)
-    pairwise = np.ascontiguousarray(pairwise_row, np.float32).reshape(1, -1)
-    state = np.empty(unary.shape[1] // 2, np.int32)
-    return int(_forced_codes_row(unary, pairwise, state)), state
+forced_codes = numba.njit(inline="always")(forced_codes_body)
 
 
 @numba.njit(inline="always")
 def mincut_row(unary, pairwise, M, r, work, level, parent, frontier, codes):
     """Row r's codes, on one thread: the forced variables' if they are all forced, else the
-    min-cut's; work: N + (N+2)^2 >= 3N float64 (the forcing's gain, rest and scale, then the half
+    min-cut's; work: N + (N+2)^2 >= 4N float64 (the forcing's vectors, then the half
     sums and cap); level holds the forcing's states first."""
     N = codes.shape[1]
-    if forced_codes(unary, pairwise, r, r // M, N, work[:N], work[N:2 * N], work[2 * N:3 * N],
-                    level) == 0:
+    if forced_codes(unary, pairwise, r, r // M, N, work, level) == 0:
         for i in range(N):
             codes[r, i] = level[i]
         return
@@ -466,8 +392,7 @@ def mincut_argmax_kernel(unary, pairwise, M, codes):
             codes[r, i] = -1
         return
     if t == 0:  # the forced variables, by one thread in node order as on the CPU
-        flags[4] = forced_codes_cuda(unary, pairwise, r, r // M, N, forcing[:N],
-                                     forcing[N:2 * N], forcing[2 * N:3 * N], level)
+        flags[4] = forced_codes_cuda(unary, pairwise, r, r // M, N, forcing, level)
     cuda.syncthreads()
     if flags[4] == 0:  # every variable forced: the same branch for every thread
         for i in range(t, N, T):

@@ -12,7 +12,8 @@ import pytest
 
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_enumeration
-from pairwise_cases import untied_potentials
+from dvae_cupy.kernels._pairwise import forced_codes_of_row
+from pairwise_cases import coupled_potentials, draw_potentials, untied_potentials
 
 SETS_PER_N = 10_000
 
@@ -40,6 +41,46 @@ def test_gray_code_flips_equal_brute_force(N, count):
     unary, pairwise, truth = untied_potentials(np.random.default_rng([12, N]), count, N,
                                                "signed")
     np.testing.assert_array_equal(solve(unary, pairwise), truth)
+
+
+def undecided_counts(unary, pairwise):
+    """How many variables the forcing sweep (kernels/_pairwise.py) leaves undecided, per row."""
+    return np.array([forced_codes_of_row(unary[r], pairwise[r])[0] for r in range(len(unary))])
+
+
+@pytest.mark.parametrize("N, count", [(3, 2000), (8, 1000), (12, 300), (15, 40)])
+def test_enumeration_equals_brute_force_where_the_forcing_leaves_it_to_do(N, count):
+    unary, pairwise, truth = untied_potentials(np.random.default_rng([14, N]), count, N,
+                                               "signed", draw=coupled_potentials)
+    assert (undecided_counts(unary, pairwise) > 0).mean() > (0.3 if N == 3 else 0.5)
+    np.testing.assert_array_equal(solve(unary, pairwise), truth)
+
+
+def test_the_random_sets_take_both_paths():
+    # the brute-force tests above see forced rows and enumerated ones
+    unary, pairwise = draw_potentials(np.random.default_rng(15), 1000, 12, "signed")
+    forced = (undecided_counts(unary, pairwise) == 0).mean()
+    assert 0.1 < forced < 0.9
+
+
+@pytest.mark.parametrize("N", [2, 4, 7])
+def test_forced_values_are_those_of_every_maximiser_ties_included(N):
+    # small integers of either sign: many codes tie; a forced variable has its value in all
+    rng = np.random.default_rng([16, N])
+    count = 3000
+    unary = rng.integers(-4, 5, size=(count, 2 * N)).astype(np.float32)
+    pairwise = rng.integers(-2, 3, size=(count, ref.pair_count(N))).astype(np.float32)
+    codes = ref.binary_codes(0, 2 ** N, N)
+    scores = ref.code_scores(unary.astype(np.float64).reshape(count, N, 2),
+                             pairwise.astype(np.float64), codes)
+    forced_somewhere = 0
+    for r in range(count):
+        maximisers = codes[np.flatnonzero(scores[r] == scores[r].max())]
+        _, state = forced_codes_of_row(unary[r], pairwise[r])
+        for i in np.flatnonzero(state >= 0):
+            np.testing.assert_array_equal(maximisers[:, i], state[i], err_msg=f"row {r}")
+        forced_somewhere += (state >= 0).any()
+    assert forced_somewhere > count // 3
 
 
 def test_pairwise_potentials_are_shared_by_the_m_rows_of_a_data_point():

@@ -10,6 +10,7 @@ import pytest
 
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_mincut
+from dvae_cupy.kernels._pairwise import forced_codes_of_row
 from pairwise_cases import coupled_potentials, draw_potentials, pymaxflow_argmax, untied_potentials
 
 SETS_PER_N = 10_000
@@ -41,7 +42,7 @@ def test_mincut_equals_brute_force_beyond_the_slow_sizes(N):
 
 def undecided_counts(unary, pairwise):
     """How many variables the forcing pass leaves undecided, per row (M = 1)."""
-    return np.array([pairwise_mincut.forced_codes_of_row(unary[r], pairwise[r])[0]
+    return np.array([forced_codes_of_row(unary[r], pairwise[r])[0]
                      for r in range(len(unary))])
 
 
@@ -77,7 +78,7 @@ def test_forced_values_are_those_of_every_maximiser_ties_included(N):
     forced_somewhere = 0
     for r in range(count):
         maximisers = codes[np.flatnonzero(scores[r] == scores[r].max())]
-        _, state = pairwise_mincut.forced_codes_of_row(unary[r], pairwise[r])
+        _, state = forced_codes_of_row(unary[r], pairwise[r])
         for i in np.flatnonzero(state >= 0):
             np.testing.assert_array_equal(maximisers[:, i], state[i], err_msg=f"row {r}")
         forced_somewhere += (state >= 0).any()

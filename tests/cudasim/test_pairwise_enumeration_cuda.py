@@ -14,7 +14,7 @@ import pytest
 
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_enumeration
-from pairwise_cases import untied_potentials
+from pairwise_cases import coupled_potentials, untied_potentials
 
 
 pytestmark = pytest.mark.usefixtures("quick_thread_switches")  # tests/cudasim/conftest.py
@@ -35,6 +35,16 @@ def test_enumeration_kernel_equals_brute_force(N):
     unary, pairwise, truth = untied_potentials(np.random.default_rng([31, N]), sets_per_n(N), N,
                                                "signed")
     np.testing.assert_array_equal(solve_cuda(unary, pairwise), truth)
+
+
+@pytest.mark.parametrize("N", [3, 9])
+def test_enumeration_kernel_equals_brute_force_where_the_forcing_leaves_it_to_do(N):
+    # draw_potentials' signed rows are often all forced; these mostly are not
+    unary, pairwise, truth = untied_potentials(np.random.default_rng([37, N]), 10, N, "signed",
+                                               draw=coupled_potentials)
+    codes = np.full((len(unary), N), -7, dtype=np.int32)
+    pairwise_enumeration.enumeration_argmax_cuda(unary, pairwise, 1, codes)
+    np.testing.assert_array_equal(codes, truth)
 
 
 def test_rows_share_their_data_point_pairwise_potentials():
