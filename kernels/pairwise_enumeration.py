@@ -11,9 +11,11 @@ structured_argmax_enumerate in dvae_cupy/reference.py).
       the same for rows[:count] only (CPU: the structured pruning's re-solves)
 
 Forcing first (kernels/_pairwise.py's forced_codes_body): the variables every maximiser fixes,
-from bounds on each one's pairs; a row whose variables are all forced (70-90 % of a trained
-signed model's) has a unique maximiser, which the enumeration would return, and is not
-enumerated. Any other row is enumerated whole, as follows.
+from bounds on each one's pairs (70-90 % of a trained signed model's rows have all of them
+forced). Only the n undecided variables are then enumerated (reduced_setup: their a_i take the
+pairs with the variables forced to 1, and they are numbered in increasing order, so the arg max
+and its tie-break are the full enumeration's): 2^n codes instead of 2^N. With nothing forced
+that is the whole enumeration, as follows.
 
 Scores are relative to z = 0: S(z) = sum_i a_i z_i + sum_{i<j} w_ij z_i z_j with
 a_i = phi_i(1) - phi_i(0), in float64 from the float32 inputs. The lowest low = min(N, 4)
@@ -34,6 +36,7 @@ the separate ops do): every target returns the same codes.
   forced_codes(_cuda)          _pairwise.forced_codes_body for the CPU and the GPU (thread 0)
   low_bits, gray_chunk_bits, better   scalar bodies (every target)
   setup, low_table, best_of_chunks    bodies compiled twice (CPU @njit inline, CUDA device)
+  reduced_setup                the undecided variables' problem (twice too; thread 0 on the GPU)
   enumeration_row              one row on one thread (inlined into both CPU loops)
   enumeration_argmax_loop      CPU @njit loop over the rows, work arrays allocated once per call
   enumeration_argmax           CPU twin: the launcher's arguments, checked (values too)
@@ -106,6 +109,32 @@ def _setup(unary, pairwise, r, b, N, first, stride, a, w):
                 if not math.isfinite(value):
                     bad = 1
     return bad
+
+
+def _reduced_setup(unary, pairwise, r, b, N, state, a, w, index):
+    """The problem left over the undecided variables of row r (state[i] < 0, forced_codes'), on
+    one thread: index[k] = the k-th undecided variable in increasing order, a[k] = its a_i plus
+    its pairs with the variables forced to 1, w[k*n + l] = the pair of the k-th and l-th (dense,
+    zero diagonal); returns n, their number. A code of these n variables scores what the full
+    code (the forced values elsewhere) scores less a constant, and numbering them in increasing
+    order keeps the order of the full codes, so the arg max and its tie-break (the smallest
+    code) are the full enumeration's. With no variable forced it is setup's problem exactly."""
+    n = 0
+    for i in range(N):
+        if state[i] < 0:
+            index[n] = i
+            n += 1
+    for k in range(n):
+        i = index[k]
+        value = np.float64(unary[r, 2 * i + 1]) - np.float64(unary[r, 2 * i])
+        for j in range(N):
+            if state[j] == 1:
+                value += np.float64(pairwise[b, pair_index(min(i, j), max(i, j), N)])
+        a[k] = value
+        for l in range(n):
+            j = index[l]
+            w[k * n + l] = 0.0 if l == k else np.float64(pairwise[b, pair_index(min(i, j), max(i, j), N)])
+    return n
 
 
 def _low_table(a, w, N, first, stride, table):
@@ -184,6 +213,7 @@ def _best_of_chunks(a, w, table, N, first, stride, field, cross):
 _cpu = numba.njit(inline="always")
 _gpu = cuda.jit(device=True, inline="always")
 forced_codes, forced_codes_cuda = _cpu(forced_codes_body), _gpu(forced_codes_body)
+reduced_setup, reduced_setup_cuda = _cpu(_reduced_setup), _gpu(_reduced_setup)
 setup, setup_cuda = _cpu(_setup), _gpu(_setup)
 low_table, low_table_cuda = _cpu(_low_table), _gpu(_low_table)
 best_of_chunks, best_of_chunks_cuda = _cpu(_best_of_chunks), _gpu(_best_of_chunks)
@@ -193,19 +223,21 @@ best_of_chunks, best_of_chunks_cuda = _cpu(_best_of_chunks), _gpu(_best_of_chunk
 # CPU twin
 
 @numba.njit(inline="always")
-def enumeration_row(unary, pairwise, M, r, a, w, table, field, cross, forcing, state, codes):
-    """Row r's codes, on one thread: the forced variables' if they are all forced, else the
-    enumeration's (work arrays: the loop's)."""
+def enumeration_row(unary, pairwise, M, r, a, w, table, field, cross, forcing, state, index,
+                    codes):
+    """Row r's codes, on one thread: the forced variables' values, and the enumeration's over
+    the others (work arrays: the loop's)."""
     N = codes.shape[1]
-    if forced_codes(unary, pairwise, r, r // M, N, forcing, state) == 0:
-        for i in range(N):
-            codes[r, i] = state[i]
-        return
-    setup(unary, pairwise, r, r // M, N, 0, 1, a, w)
-    low_table(a, w, N, 0, 1, table)
-    _, code = best_of_chunks(a, w, table, N, 0, 1, field, cross)
+    forced_codes(unary, pairwise, r, r // M, N, forcing, state)
+    n = reduced_setup(unary, pairwise, r, r // M, N, state, a, w, index)
     for i in range(N):
-        codes[r, i] = (code >> i) & 1
+        codes[r, i] = state[i]
+    if n == 0:
+        return
+    low_table(a, w, n, 0, 1, table)
+    _, code = best_of_chunks(a, w, table, n, 0, 1, field, cross)
+    for k in range(n):
+        codes[r, index[k]] = (code >> k) & 1
 
 
 @numba.njit(cache=CACHE)
@@ -213,9 +245,10 @@ def enumeration_argmax_loop(unary, pairwise, M, codes):
     R, N = codes.shape
     a, w, field = np.empty(N), np.empty(N * N), np.empty(N)
     table, cross = np.empty(LOW_CODES), np.empty(LOW_CODES)
-    forcing, state = np.empty(FORCING_VECTORS * N), np.empty(N, np.int32)
+    forcing, state, index = np.empty(FORCING_VECTORS * N), np.empty(N, np.int32), np.empty(N, np.int32)
     for r in range(R):
-        enumeration_row(unary, pairwise, M, r, a, w, table, field, cross, forcing, state, codes)
+        enumeration_row(unary, pairwise, M, r, a, w, table, field, cross, forcing, state, index,
+                        codes)
 
 
 @numba.njit(cache=CACHE)
@@ -223,10 +256,10 @@ def enumeration_argmax_listed_loop(unary, pairwise, M, rows, count, codes):
     N = codes.shape[1]
     a, w, field = np.empty(N), np.empty(N * N), np.empty(N)
     table, cross = np.empty(LOW_CODES), np.empty(LOW_CODES)
-    forcing, state = np.empty(FORCING_VECTORS * N), np.empty(N, np.int32)
+    forcing, state, index = np.empty(FORCING_VECTORS * N), np.empty(N, np.int32), np.empty(N, np.int32)
     for c in range(count):
         enumeration_row(unary, pairwise, M, rows[c], a, w, table, field, cross, forcing, state,
-                        codes)
+                        index, codes)
 
 
 def enumeration_argmax(unary, pairwise, M, codes):
@@ -262,6 +295,7 @@ def enumeration_argmax_kernel(unary, pairwise, M, codes):
     flags = cuda.shared.array(2, types.int32)  # [0] bad input, [1] undecided variables
     forcing = cuda.shared.array(_FORCING_SLOTS, types.float64)
     state = cuda.shared.array(ENUMERATION_MAX_VARS, types.int32)
+    index = cuda.shared.array(ENUMERATION_MAX_VARS, types.int32)
     field = cuda.local.array(ENUMERATION_MAX_VARS, types.float64)
     cross = cuda.local.array(LOW_CODES, types.float64)
     if t == 0:
@@ -274,16 +308,19 @@ def enumeration_argmax_kernel(unary, pairwise, M, codes):
         for i in range(t, N, T):
             codes[r, i] = -1
         return
-    if t == 0:  # the forced variables, by one thread in variable order as on the CPU
-        flags[1] = forced_codes_cuda(unary, pairwise, r, r // M, N, forcing, state)
+    if t == 0:  # the forced variables and the problem left, by one thread as on the CPU
+        forced_codes_cuda(unary, pairwise, r, r // M, N, forcing, state)
+        flags[1] = reduced_setup_cuda(unary, pairwise, r, r // M, N, state, a, w, index)
     cuda.syncthreads()
-    if flags[1] == 0:  # every variable forced: the same branch for every thread
-        for i in range(t, N, T):
+    n = flags[1]
+    for i in range(t, N, T):
+        if state[i] >= 0:
             codes[r, i] = state[i]
+    if n == 0:  # every variable forced: the same branch for every thread
         return
-    low_table_cuda(a, w, N, t, T, table)
+    low_table_cuda(a, w, n, t, T, table)
     cuda.syncthreads()
-    score, code = best_of_chunks_cuda(a, w, table, N, t, T, field, cross)
+    score, code = best_of_chunks_cuda(a, w, table, n, t, T, field, cross)
     scores[t] = score
     best_codes[t] = code
     cuda.syncthreads()
@@ -295,8 +332,8 @@ def enumeration_argmax_kernel(unary, pairwise, M, codes):
             best_codes[t] = best_codes[t + stride]
         cuda.syncthreads()
         stride //= 2
-    for i in range(t, N, T):
-        codes[r, i] = (best_codes[0] >> i) & 1
+    for k in range(t, n, T):
+        codes[r, index[k]] = (best_codes[0] >> k) & 1
 
 
 _F32 = types.float32[:, ::1]

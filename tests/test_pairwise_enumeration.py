@@ -56,11 +56,27 @@ def test_enumeration_equals_brute_force_where_the_forcing_leaves_it_to_do(N, cou
     np.testing.assert_array_equal(solve(unary, pairwise), truth)
 
 
-def test_the_random_sets_take_both_paths():
-    # the brute-force tests above see forced rows and enumerated ones
+def test_the_random_sets_take_all_three_paths():
+    # the brute-force tests above see rows all forced, rows partly forced (the enumeration over
+    # the undecided variables) and rows with nothing forced (the whole enumeration)
     unary, pairwise = draw_potentials(np.random.default_rng(15), 1000, 12, "signed")
-    forced = (undecided_counts(unary, pairwise) == 0).mean()
-    assert 0.1 < forced < 0.9
+    undecided = undecided_counts(unary, pairwise)
+    for path in (undecided == 0, (undecided > 0) & (undecided < 12), undecided == 12):
+        assert 0.1 < path.mean() < 0.9
+
+
+@pytest.mark.parametrize("N", [3, 5, 7])
+def test_ties_go_to_the_smallest_code_when_some_variables_are_forced(N):
+    # small integers: exact scores, many tied maxima, many rows partly forced
+    rng = np.random.default_rng([17, N])
+    count = 2000
+    unary = rng.integers(-3, 4, size=(count, 2 * N)).astype(np.float32)
+    pairwise = rng.integers(-2, 3, size=(count, ref.pair_count(N))).astype(np.float32)
+    undecided = undecided_counts(unary, pairwise)
+    assert ((undecided > 0) & (undecided < N)).mean() > 0.2
+    truth = ref.structured_argmax_enumerate(unary.astype(np.float64).reshape(count, N, 2),
+                                            pairwise.astype(np.float64))  # the smallest code
+    np.testing.assert_array_equal(solve(unary, pairwise), truth)
 
 
 @pytest.mark.parametrize("N", [2, 4, 7])
