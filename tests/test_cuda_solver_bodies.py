@@ -21,7 +21,7 @@ import pytest
 from dvae_cupy.kernels import pairwise_enumeration as enumeration
 from dvae_cupy.kernels import pairwise_mincut as mincut
 from dvae_cupy.kernels._pairwise import FORCING_VECTORS, forced_codes_body
-from pairwise_cases import coupled_potentials, untied_potentials
+from pairwise_cases import coupled_potentials, reverse_residual_sets, untied_potentials
 
 SETS_PER_N = 10_000
 
@@ -140,6 +140,13 @@ def test_mincut_kernel_bodies_equal_brute_force_on_10000_sets(N):
     unary, pairwise, truth = untied_potentials(np.random.default_rng([32, N]), SETS_PER_N // 10,
                                                N, "attractive", draw=coupled_potentials)
     np.testing.assert_array_equal(solve(mincut_blocks, unary, pairwise, 3), truth)
+
+
+@pytest.mark.parametrize("N", [5, 6])
+def test_mincut_kernel_bodies_on_sets_whose_max_flow_needs_a_reverse_residual(N):
+    unary, pairwise, truth = reverse_residual_sets(N)
+    for threads in (1, 3, N + 2):
+        np.testing.assert_array_equal(solve(mincut_blocks, unary, pairwise, threads), truth)
 
 
 @pytest.mark.slow

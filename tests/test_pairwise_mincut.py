@@ -11,7 +11,8 @@ import pytest
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_mincut
 from dvae_cupy.kernels._pairwise import forced_codes_of_row
-from pairwise_cases import coupled_potentials, draw_potentials, pymaxflow_argmax, untied_potentials
+from pairwise_cases import (coupled_potentials, draw_potentials, pymaxflow_argmax,
+                            reverse_residual_sets, untied_potentials)
 
 SETS_PER_N = 10_000
 
@@ -54,6 +55,15 @@ def test_mincut_equals_brute_force_where_the_forcing_leaves_the_flow_to_do(N):
                                                "attractive", draw=coupled_potentials)
     undecided = undecided_counts(unary, pairwise)
     assert (undecided > 0).mean() > {2: 0.2, 3: 0.3}.get(N, 0.6)
+    np.testing.assert_array_equal(solve(unary, pairwise), truth)
+
+
+@pytest.mark.parametrize("N", [5, 6])
+def test_sets_whose_max_flow_needs_a_reverse_residual(N):
+    unary, pairwise, truth = reverse_residual_sets(N)
+    np.testing.assert_array_equal(truth, ref.structured_argmax_enumerate(
+        unary.astype(np.float64).reshape(len(unary), N, 2), pairwise.astype(np.float64)))
+    assert (undecided_counts(unary, pairwise) > 0).all()  # the flow decides them
     np.testing.assert_array_equal(solve(unary, pairwise), truth)
 
 

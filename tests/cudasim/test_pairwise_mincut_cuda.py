@@ -18,7 +18,7 @@ import pytest
 
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_mincut
-from pairwise_cases import coupled_potentials, untied_potentials
+from pairwise_cases import coupled_potentials, reverse_residual_sets, untied_potentials
 
 SETS_PER_N = 20
 
@@ -45,6 +45,12 @@ def test_mincut_kernel_equals_brute_force_where_the_forcing_leaves_the_flow_to_d
     # most of draw_potentials' rows are decided by the forcing pass alone; these mostly are not
     unary, pairwise, truth = untied_potentials(np.random.default_rng([26, N]), 12, N,
                                                "attractive", draw=coupled_potentials)
+    np.testing.assert_array_equal(solve_cuda(unary, pairwise), truth)
+
+
+@pytest.mark.parametrize("N", [5, 6])
+def test_mincut_kernel_on_sets_whose_max_flow_needs_a_reverse_residual(N):
+    unary, pairwise, truth = reverse_residual_sets(N)
     np.testing.assert_array_equal(solve_cuda(unary, pairwise), truth)
 
 
