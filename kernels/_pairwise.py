@@ -92,7 +92,8 @@ def forced_codes_body(unary, pairwise, r, b, N, work, state):
             changed = True
             for j in range(N):  # i's pair leaves j's undecided sums (and joins its gain if 1)
                 if state[j] < 0:
-                    w = np.float64(pairwise[b, pair_index(i, j, N) if i < j else pair_index(j, i, N)])
+                    column = pair_index(i, j, N) if i < j else pair_index(j, i, N)
+                    w = np.float64(pairwise[b, column])
                     if w < 0.0:
                         negative[j] -= w
                     else:

@@ -133,7 +133,10 @@ def _reduced_setup(unary, pairwise, r, b, N, state, a, w, index):
         a[k] = value
         for l in range(n):
             j = index[l]
-            w[k * n + l] = 0.0 if l == k else np.float64(pairwise[b, pair_index(min(i, j), max(i, j), N)])
+            if l == k:
+                w[k * n + l] = 0.0
+            else:
+                w[k * n + l] = np.float64(pairwise[b, pair_index(min(i, j), max(i, j), N)])
     return n
 
 
@@ -245,7 +248,8 @@ def enumeration_argmax_loop(unary, pairwise, M, codes):
     R, N = codes.shape
     a, w, field = np.empty(N), np.empty(N * N), np.empty(N)
     table, cross = np.empty(LOW_CODES), np.empty(LOW_CODES)
-    forcing, state, index = np.empty(FORCING_VECTORS * N), np.empty(N, np.int32), np.empty(N, np.int32)
+    forcing = np.empty(FORCING_VECTORS * N)
+    state, index = np.empty(N, np.int32), np.empty(N, np.int32)
     for r in range(R):
         enumeration_row(unary, pairwise, M, r, a, w, table, field, cross, forcing, state, index,
                         codes)
@@ -256,7 +260,8 @@ def enumeration_argmax_listed_loop(unary, pairwise, M, rows, count, codes):
     N = codes.shape[1]
     a, w, field = np.empty(N), np.empty(N * N), np.empty(N)
     table, cross = np.empty(LOW_CODES), np.empty(LOW_CODES)
-    forcing, state, index = np.empty(FORCING_VECTORS * N), np.empty(N, np.int32), np.empty(N, np.int32)
+    forcing = np.empty(FORCING_VECTORS * N)
+    state, index = np.empty(N, np.int32), np.empty(N, np.int32)
     for c in range(count):
         enumeration_row(unary, pairwise, M, rows[c], a, w, table, field, cross, forcing, state,
                         index, codes)

@@ -43,7 +43,9 @@ def coupled_potentials(rng, count, N, mode):
     plus noise (spread 0.3 .. 3), which puts both of its values within the pairs' reach.
     Attractive pairwise = softplus(normal), signed = normal."""
     P = ref.pair_count(N)
-    pairwise = _softplus(rng.normal(size=(count, P))) if mode == "attractive" else rng.normal(size=(count, P))
+    pairwise = rng.normal(size=(count, P))
+    if mode == "attractive":
+        pairwise = _softplus(pairwise)
     first, second = ref.pair_indices(N)
     sums = np.zeros((count, N))
     np.add.at(sums, (slice(None), first), pairwise)
