@@ -35,8 +35,9 @@ the separate ops do): every target returns the same codes.
 
   forced_codes(_cuda)          _pairwise.forced_codes_body for the CPU and the GPU (thread 0)
   low_bits, gray_chunk_bits, better   scalar bodies (every target)
-  setup, low_table, best_of_chunks    bodies compiled twice (CPU @njit inline, CUDA device)
+  low_table, best_of_chunks    bodies compiled twice (CPU @njit inline, CUDA device)
   reduced_setup                the undecided variables' problem (twice too; thread 0 on the GPU)
+  setup                        the GPU's first phase: a_i, w and the check of the values
   enumeration_row              one row on one thread (inlined into both CPU loops)
   enumeration_argmax_loop      CPU @njit loop over the rows, work arrays allocated once per call
   enumeration_argmax           CPU twin: the launcher's arguments, checked (values too)
@@ -217,7 +218,7 @@ _cpu = numba.njit(inline="always")
 _gpu = cuda.jit(device=True, inline="always")
 forced_codes, forced_codes_cuda = _cpu(forced_codes_body), _gpu(forced_codes_body)
 reduced_setup, reduced_setup_cuda = _cpu(_reduced_setup), _gpu(_reduced_setup)
-setup, setup_cuda = _cpu(_setup), _gpu(_setup)
+setup_cuda = _gpu(_setup)  # the CPU starts from reduced_setup: setup's problem if nothing is forced
 low_table, low_table_cuda = _cpu(_low_table), _gpu(_low_table)
 best_of_chunks, best_of_chunks_cuda = _cpu(_best_of_chunks), _gpu(_best_of_chunks)
 

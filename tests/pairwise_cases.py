@@ -150,3 +150,37 @@ def reverse_residual_sets(N):
     pairwise = np.array([w for _, w, _ in rows], np.float32)
     truth = np.array([z for _, _, z in rows], np.int32)
     return unary.reshape(len(rows), 2 * N), pairwise, truth
+
+
+def undecided_counts(unary, pairwise):
+    """How many variables the solvers' forcing sweep (kernels/_pairwise.py) leaves undecided,
+    per row (M = 1)."""
+    from dvae_cupy.kernels._pairwise import forced_codes_of_row
+    return np.array([forced_codes_of_row(unary[r], pairwise[r])[0] for r in range(len(unary))])
+
+
+def integer_potentials(rng, count, N, unary_range, pairwise_range):
+    """Small-integer sets (exact scores, many tied maxima): unary (count, 2N) and pairwise
+    (count, P) float32, uniform over the inclusive (low, high) ranges."""
+    unary = rng.integers(unary_range[0], unary_range[1] + 1, size=(count, 2 * N))
+    pairwise = rng.integers(pairwise_range[0], pairwise_range[1] + 1,
+                            size=(count, ref.pair_count(N)))
+    return unary.astype(np.float32), pairwise.astype(np.float32)
+
+
+def assert_forced_values_are_every_maximisers(unary, pairwise):
+    """Every variable the forcing sweep decides has its value in every maximiser of its row
+    (brute force over all 2^N codes); returns how many rows had a variable forced."""
+    from dvae_cupy.kernels._pairwise import forced_codes_of_row
+    count, N = len(unary), unary.shape[1] // 2
+    codes = ref.binary_codes(0, 2 ** N, N)
+    scores = ref.code_scores(unary.astype(np.float64).reshape(count, N, 2),
+                             pairwise.astype(np.float64), codes)
+    forced_somewhere = 0
+    for r in range(count):
+        maximisers = codes[np.flatnonzero(scores[r] == scores[r].max())]
+        _, state = forced_codes_of_row(unary[r], pairwise[r])
+        for i in np.flatnonzero(state >= 0):
+            np.testing.assert_array_equal(maximisers[:, i], state[i], err_msg=f"row {r}")
+        forced_somewhere += (state >= 0).any()
+    return forced_somewhere

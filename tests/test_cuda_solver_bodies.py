@@ -21,7 +21,8 @@ import pytest
 from dvae_cupy.kernels import pairwise_enumeration as enumeration
 from dvae_cupy.kernels import pairwise_mincut as mincut
 from dvae_cupy.kernels._pairwise import FORCING_VECTORS, forced_codes_body
-from pairwise_cases import coupled_potentials, reverse_residual_sets, untied_potentials
+from pairwise_cases import (coupled_potentials, integer_potentials, reverse_residual_sets,
+                            untied_potentials)
 
 SETS_PER_N = 10_000
 
@@ -173,10 +174,8 @@ def test_enumeration_kernel_bodies_gray_code_flips(N, count):
 def test_the_emulated_blocks_give_the_cpu_twins_codes():
     # a quick check (not slow) that the emulation is the kernels' algorithm: the CPU twins'
     # codes, ties included (the CPU and CUDA codes are equal: tests/cudasim)
-    rng = np.random.default_rng(35)
     R, N = 300, 7
-    unary = rng.integers(-3, 4, size=(R, 2 * N)).astype(np.float32)
-    pairwise = rng.integers(0, 3, size=(R, N * (N - 1) // 2)).astype(np.float32)
+    unary, pairwise = integer_potentials(np.random.default_rng(35), R, N, (-3, 3), (0, 2))
     cpu = np.empty((R, N), np.int32)
     mincut.mincut_argmax(unary, pairwise, 1, cpu)
     np.testing.assert_array_equal(solve(mincut_blocks, unary, pairwise, min(32, N + 2)), cpu)

@@ -12,8 +12,9 @@ import pytest
 
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_enumeration
-from dvae_cupy.kernels._pairwise import forced_codes_of_row
-from pairwise_cases import coupled_potentials, draw_potentials, untied_potentials
+from pairwise_cases import (assert_forced_values_are_every_maximisers, coupled_potentials,
+                            draw_potentials, integer_potentials, undecided_counts,
+                            untied_potentials)
 
 SETS_PER_N = 10_000
 
@@ -43,11 +44,6 @@ def test_gray_code_flips_equal_brute_force(N, count):
     np.testing.assert_array_equal(solve(unary, pairwise), truth)
 
 
-def undecided_counts(unary, pairwise):
-    """How many variables the forcing sweep (kernels/_pairwise.py) leaves undecided, per row."""
-    return np.array([forced_codes_of_row(unary[r], pairwise[r])[0] for r in range(len(unary))])
-
-
 @pytest.mark.parametrize("N, count", [(3, 2000), (8, 1000), (12, 300), (15, 40)])
 def test_enumeration_equals_brute_force_where_the_forcing_leaves_it_to_do(N, count):
     unary, pairwise, truth = untied_potentials(np.random.default_rng([14, N]), count, N,
@@ -68,10 +64,8 @@ def test_the_random_sets_take_all_three_paths():
 @pytest.mark.parametrize("N", [3, 5, 7])
 def test_ties_go_to_the_smallest_code_when_some_variables_are_forced(N):
     # small integers: exact scores, many tied maxima, many rows partly forced
-    rng = np.random.default_rng([17, N])
     count = 2000
-    unary = rng.integers(-3, 4, size=(count, 2 * N)).astype(np.float32)
-    pairwise = rng.integers(-2, 3, size=(count, ref.pair_count(N))).astype(np.float32)
+    unary, pairwise = integer_potentials(np.random.default_rng([17, N]), count, N, (-3, 3), (-2, 2))
     undecided = undecided_counts(unary, pairwise)
     assert ((undecided > 0) & (undecided < N)).mean() > 0.2
     truth = ref.structured_argmax_enumerate(unary.astype(np.float64).reshape(count, N, 2),
@@ -82,21 +76,9 @@ def test_ties_go_to_the_smallest_code_when_some_variables_are_forced(N):
 @pytest.mark.parametrize("N", [2, 4, 7])
 def test_forced_values_are_those_of_every_maximiser_ties_included(N):
     # small integers of either sign: many codes tie; a forced variable has its value in all
-    rng = np.random.default_rng([16, N])
     count = 3000
-    unary = rng.integers(-4, 5, size=(count, 2 * N)).astype(np.float32)
-    pairwise = rng.integers(-2, 3, size=(count, ref.pair_count(N))).astype(np.float32)
-    codes = ref.binary_codes(0, 2 ** N, N)
-    scores = ref.code_scores(unary.astype(np.float64).reshape(count, N, 2),
-                             pairwise.astype(np.float64), codes)
-    forced_somewhere = 0
-    for r in range(count):
-        maximisers = codes[np.flatnonzero(scores[r] == scores[r].max())]
-        _, state = forced_codes_of_row(unary[r], pairwise[r])
-        for i in np.flatnonzero(state >= 0):
-            np.testing.assert_array_equal(maximisers[:, i], state[i], err_msg=f"row {r}")
-        forced_somewhere += (state >= 0).any()
-    assert forced_somewhere > count // 3
+    unary, pairwise = integer_potentials(np.random.default_rng([16, N]), count, N, (-4, 4), (-2, 2))
+    assert assert_forced_values_are_every_maximisers(unary, pairwise) > count // 3
 
 
 def test_pairwise_potentials_are_shared_by_the_m_rows_of_a_data_point():

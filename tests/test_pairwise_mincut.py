@@ -10,9 +10,9 @@ import pytest
 
 from dvae_cupy import reference as ref
 from dvae_cupy.kernels import pairwise_mincut
-from dvae_cupy.kernels._pairwise import forced_codes_of_row
-from pairwise_cases import (coupled_potentials, draw_potentials, pymaxflow_argmax,
-                            reverse_residual_sets, untied_potentials)
+from pairwise_cases import (assert_forced_values_are_every_maximisers, coupled_potentials,
+                            draw_potentials, integer_potentials, pymaxflow_argmax,
+                            reverse_residual_sets, undecided_counts, untied_potentials)
 
 SETS_PER_N = 10_000
 
@@ -39,12 +39,6 @@ def test_mincut_equals_brute_force_beyond_the_slow_sizes(N):
     unary, pairwise, truth = untied_potentials(np.random.default_rng([2, N]), count, N,
                                                "attractive")
     np.testing.assert_array_equal(solve(unary, pairwise), truth)
-
-
-def undecided_counts(unary, pairwise):
-    """How many variables the forcing pass leaves undecided, per row (M = 1)."""
-    return np.array([forced_codes_of_row(unary[r], pairwise[r])[0]
-                     for r in range(len(unary))])
 
 
 @pytest.mark.parametrize("N", [2, 3, 5, 8, 12, 15])
@@ -78,21 +72,9 @@ def test_most_training_like_rows_need_no_flow():
 def test_forced_values_are_those_of_every_maximiser_ties_included(N):
     # integer potentials: many codes tie for the maximum; a forced variable must take its
     # value in all of them, an undecided one may differ between them
-    rng = np.random.default_rng([7, N])
     count = 3000
-    unary = rng.integers(-4, 5, size=(count, 2 * N)).astype(np.float32)
-    pairwise = rng.integers(0, 3, size=(count, ref.pair_count(N))).astype(np.float32)
-    codes = ref.binary_codes(0, 2 ** N, N)
-    scores = ref.code_scores(unary.astype(np.float64).reshape(count, N, 2),
-                             pairwise.astype(np.float64), codes)
-    forced_somewhere = 0
-    for r in range(count):
-        maximisers = codes[np.flatnonzero(scores[r] == scores[r].max())]
-        _, state = forced_codes_of_row(unary[r], pairwise[r])
-        for i in np.flatnonzero(state >= 0):
-            np.testing.assert_array_equal(maximisers[:, i], state[i], err_msg=f"row {r}")
-        forced_somewhere += (state >= 0).any()
-    assert forced_somewhere > count // 2
+    unary, pairwise = integer_potentials(np.random.default_rng([7, N]), count, N, (-4, 4), (0, 2))
+    assert assert_forced_values_are_every_maximisers(unary, pairwise) > count // 2
 
 
 def test_pairwise_potentials_are_shared_by_the_m_rows_of_a_data_point():
