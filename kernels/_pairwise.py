@@ -14,10 +14,12 @@ import numba
 import numpy as np
 
 from ._checks import check_array
+from ._cuda import cuda
 
 __all__ = ["pair_count", "pair_index", "pair_of", "check_count", "check_solver_args",
            "check_host_potentials", "check_listed_rows", "check_eps_array", "check_eps_value",
-           "forced_codes_body", "forced_codes_of_row", "FORCED_MARGIN", "FORCING_VECTORS"]
+           "forced_codes", "forced_codes_cuda", "forced_codes_of_row", "FORCED_MARGIN",
+           "FORCING_VECTORS"]
 
 
 def pair_count(n_vars):
@@ -51,8 +53,9 @@ FORCING_VECTORS = 4  # float64 work vectors of N: gain, negative pairs, positive
 def forced_codes_body(unary, pairwise, r, b, N, work, state):
     """The forcing sweep of row r (pairwise row b), on one thread in variable order: state[i] =
     1 or 0 where every maximiser has that value, -1 where undecided; returns how many are left
-    undecided. work: FORCING_VECTORS * N float64. Plain Python: each solver module compiles it
-    for the CPU (@njit inline) and the GPU (a device function one thread of a block runs)."""
+    undecided. work: FORCING_VECTORS * N float64. Plain Python, compiled below for the CPU
+    (forced_codes, @njit inline) and the GPU (forced_codes_cuda, a device function one thread of
+    a block runs)."""
     gain, negative, positive, scale = work[:N], work[N:2 * N], work[2 * N:3 * N], work[3 * N:4 * N]
     for i in range(N):
         a = np.float64(unary[r, 2 * i + 1]) - np.float64(unary[r, 2 * i])
@@ -103,13 +106,14 @@ def forced_codes_body(unary, pairwise, r, b, N, work, state):
     return undecided
 
 
-_forced_codes = numba.njit(inline="always")(forced_codes_body)
+forced_codes = numba.njit(inline="always")(forced_codes_body)
+forced_codes_cuda = cuda.jit(device=True, inline="always")(forced_codes_body)
 
 
 @numba.njit
 def _forced_codes_row(unary, pairwise, state):
-    return _forced_codes(unary, pairwise, 0, 0, state.size,
-                         np.empty(FORCING_VECTORS * state.size), state)
+    return forced_codes(unary, pairwise, 0, 0, state.size,
+                        np.empty(FORCING_VECTORS * state.size), state)
 
 
 def forced_codes_of_row(unary_row, pairwise_row):

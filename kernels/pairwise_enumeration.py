@@ -33,7 +33,7 @@ threads) and reduces (best score, smallest code) in shared memory. The CPU loop 
 chunks with the same arithmetic (flip signs of +-1 are exact, so a fused multiply-add rounds as
 the separate ops do): every target returns the same codes.
 
-  forced_codes(_cuda)          _pairwise.forced_codes_body for the CPU and the GPU (thread 0)
+  forced_codes(_cuda)          _pairwise's forcing sweep, for the CPU and the GPU (thread 0)
   low_bits, gray_chunk_bits, better   scalar bodies (every target)
   low_table, best_of_chunks    bodies compiled twice (CPU @njit inline, CUDA device)
   reduced_setup                the undecided variables' problem (twice too; thread 0 on the GPU)
@@ -55,7 +55,7 @@ from numba import types
 from ._compile import CACHE
 from ._cuda import as_device_view, cuda, current_stream
 from ._pairwise import (FORCING_VECTORS, check_host_potentials, check_listed_rows,
-                        check_solver_args, forced_codes_body, pair_index)
+                        check_solver_args, forced_codes, forced_codes_cuda, pair_index)
 
 __all__ = ["enumeration_argmax", "enumeration_argmax_listed", "enumeration_argmax_cuda", "ENUMERATION_MAX_VARS",
            "CUDA_KERNELS"]
@@ -216,7 +216,6 @@ def _best_of_chunks(a, w, table, N, first, stride, field, cross):
 
 _cpu = numba.njit(inline="always")
 _gpu = cuda.jit(device=True, inline="always")
-forced_codes, forced_codes_cuda = _cpu(forced_codes_body), _gpu(forced_codes_body)
 reduced_setup, reduced_setup_cuda = _cpu(_reduced_setup), _gpu(_reduced_setup)
 setup_cuda = _gpu(_setup)  # the CPU starts from reduced_setup: setup's problem if nothing is forced
 low_table, low_table_cuda = _cpu(_low_table), _gpu(_low_table)

@@ -36,8 +36,8 @@ holds. The codes are the nodes the last search reached: the source side of the m
 ties, the maximiser with the fewest ones; tests exclude ties).
 
 Pieces:
-  forced_codes(_cuda)     _pairwise.forced_codes_body compiled for the CPU (inlined into
-                          mincut_row) and the GPU (thread 0 of a block)
+  forced_codes(_cuda)     _pairwise's forcing sweep, for the CPU (inlined into mincut_row)
+                          and the GPU (thread 0 of a block)
   edge_slot               scalar body: where edge u -> v's residual capacity is kept (CUDA)
   _setup, _push_two_hop_paths, _reset_levels, _discover, _augment, _write_codes
                           the CUDA block's phases on the slot array (setup, discover and the
@@ -63,7 +63,7 @@ from numba import types
 from ._compile import CACHE
 from ._cuda import as_device_view, cuda, current_stream
 from ._pairwise import (FORCING_VECTORS, check_host_potentials, check_listed_rows,
-                        check_solver_args, forced_codes_body, pair_index)
+                        check_solver_args, forced_codes, forced_codes_cuda, pair_index)
 
 __all__ = ["mincut_argmax", "mincut_argmax_listed", "mincut_argmax_cuda", "MINCUT_MAX_VARS", "CUDA_KERNELS"]
 
@@ -195,7 +195,6 @@ def _write_codes(r, N, first, stride, level, codes):
 
 
 _gpu = cuda.jit(device=True, inline="always")
-forced_codes_cuda = _gpu(forced_codes_body)
 setup_cuda, push_two_hop_paths_cuda = _gpu(_setup), _gpu(_push_two_hop_paths)
 reset_levels_cuda, discover_cuda = _gpu(_reset_levels), _gpu(_discover)
 augment_cuda, write_codes_cuda = _gpu(_augment), _gpu(_write_codes)
@@ -302,9 +301,6 @@ def dense_augment(N, cap, parent):
         if u != N and v != N + 1:  # edges into the source and out of the sink are not kept
             cap[v * V + u] += bottleneck
         v = u
-
-
-forced_codes = numba.njit(inline="always")(forced_codes_body)
 
 
 @numba.njit(inline="always")

@@ -20,14 +20,13 @@ import pytest
 
 from dvae_cupy.kernels import pairwise_enumeration as enumeration
 from dvae_cupy.kernels import pairwise_mincut as mincut
-from dvae_cupy.kernels._pairwise import FORCING_VECTORS, forced_codes_body
+from dvae_cupy.kernels._pairwise import FORCING_VECTORS, forced_codes
 from pairwise_cases import (coupled_potentials, integer_potentials, reverse_residual_sets,
                             untied_potentials)
 
 SETS_PER_N = 10_000
 
 _cpu = numba.njit(inline="always")
-forced = _cpu(forced_codes_body)
 mc_setup, mc_push = _cpu(mincut._setup), _cpu(mincut._push_two_hop_paths)
 mc_reset, mc_discover = _cpu(mincut._reset_levels), _cpu(mincut._discover)
 mc_augment, mc_write = _cpu(mincut._augment), _cpu(mincut._write_codes)
@@ -52,7 +51,7 @@ def mincut_blocks(unary, pairwise, M, T, codes):
         if bad:
             codes[r, :] = -1
             continue
-        if forced(unary, pairwise, r, r // M, N, forcing, level) == 0:  # thread 0
+        if forced_codes(unary, pairwise, r, r // M, N, forcing, level) == 0:  # thread 0
             for i in range(N):
                 codes[r, i] = level[i]
             continue
@@ -96,7 +95,7 @@ def enumeration_blocks(unary, pairwise, M, T, codes):
         if bad:
             codes[r, :] = -1
             continue
-        forced(unary, pairwise, r, r // M, N, forcing, state)  # thread 0
+        forced_codes(unary, pairwise, r, r // M, N, forcing, state)  # thread 0
         n = en_reduced(unary, pairwise, r, r // M, N, state, a, w, index)
         for i in range(N):
             if state[i] >= 0:
