@@ -35,29 +35,38 @@ from bench_step import machine_name  # noqa: E402
 CHUNK_LOOPS = {"_neighbour_losses", "_pruned_neighbour_losses"}  # rows vary: shown as C
 
 
-def _shape(a, chunk=False):
+def _shape(a, chunk=False, active=False):
+    """The key's text for array `a`: C marks a chunk's varying rows, A the encoder backward's
+    active rows (their row axis is the last one of a transposed view)."""
     dims = [str(d) for d in a.shape]
     if chunk and dims:
         dims[0] = "C"
+    if active and dims:
+        dims[0 if a.flags["C_CONTIGUOUS"] else -1] = "A"
     s = "(" + ",".join(dims) + ")"
     if a.ndim == 2 and not a.flags["C_CONTIGUOUS"] and a.flags["F_CONTIGUOUS"]:
         s += "^T"
     return s
 
 
-def timed(totals, flops):
+def timed(totals, flops, active_buffers=()):
     """An Intercepting `around` (dvae_cupy/launches.py) that adds each call's wall time to
     `totals[key]`, key = (calling function, name, argument shapes), and a matrix product's flops
-    to `flops[key]`."""
+    to `flops[key]`. Views of `active_buffers` (the workspace's ActiveRowArrays) have rows A."""
+    active_ids = {id(a) for a in active_buffers}
+
+    def is_active(a):
+        return id(a) in active_ids or id(getattr(a, "base", None)) in active_ids
+
     def around(name, target, args, kwargs):
         caller = sys._getframe(2).f_code.co_name  # 0: here, 1: Intercepting's call, 2: its caller
         chunk = caller in CHUNK_LOOPS
         arrays = [a for a in args if hasattr(a, "shape") and getattr(a, "ndim", 0) >= 1][:2]
         if name == "matmul":
-            key = (caller, "matmul", "@".join(_shape(a, chunk and i == 0)
+            key = (caller, "matmul", "@".join(_shape(a, chunk and i == 0, is_active(a))
                                               for i, a in enumerate(arrays)))
         else:
-            key = (caller, name, _shape(arrays[0], chunk) if arrays else "")
+            key = (caller, name, _shape(arrays[0], chunk, is_active(arrays[0])) if arrays else "")
         started = time.perf_counter()
         result = target(*args, **kwargs)
         totals[key] = totals.get(key, 0.0) + time.perf_counter() - started
@@ -86,7 +95,10 @@ def instrument(trainer, totals, flops):
     from dvae_cupy.backend import Backend
     from dvae_cupy.launches import Intercepting
 
-    backend, around = trainer.backend, timed(totals, flops)
+    active = trainer.train_step.workspace.active
+    buffers = [] if active is None else [active.rows, active.dout, active.hidden, active.dhidden,
+                                         active.inputs]
+    backend, around = trainer.backend, timed(totals, flops, buffers)
     timing = Backend(backend.name, Intercepting(backend.xp, around, {"matmul", "sum", "repeat"}),
                      Intercepting(backend.ops, around))
     trainer.backend = trainer.model.backend = timing

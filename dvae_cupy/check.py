@@ -339,12 +339,14 @@ def check_direct_step(backend, rng, batch, samples, n_latent, n_categories, two_
                       kl_backprop=False, real=False, prune=False):
     """A whole direct step; real=True at the paper's H = 300, D = 784 with cache-sized chunks,
     else on a small model with candidate chunks of 7 rows (so that chunking is exercised);
-    prune=True skips the neighbours that cannot be z_dir (the CPU's kernels/neighbour_pruning.py)."""
+    prune=True skips the neighbours that cannot be z_dir (the CPU's kernels/neighbour_pruning.py).
+    On the CPU the encoder's backward runs on the active rows, as in training
+    (kernels/active_rows.py)."""
     model_shape, chunk = ({"pixels": 784, "hidden": 300}, 4096) if real else ({}, 7)
     model, params = _small_model(backend, n_latent, n_categories, **model_shape)
     x = _binary_images(rng, batch, model.shape.pixels)
     ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=chunk,
-                        prune=prune)
+                        prune=prune, active_rows=backend.name == "cpu")  # as the trainer runs it
     seed, counter, eps = 11, 5, 0.5
     device_x, result = _dev(backend, x), {}
     scalars = _scalar(backend, counter, np.uint64), _scalar(backend, eps, np.float32)
@@ -377,7 +379,7 @@ def check_structured_step(backend, rng, batch, samples, n_latent, mode="attracti
     model, params = _small_pairwise_model(backend, n_latent, mode)
     x = _binary_images(rng, batch, model.shape.pixels)
     ws = TrainWorkspace(backend.xp, model.shape, "direct", batch, samples, candidate_chunk=7,
-                        prune=prune)
+                        prune=prune, active_rows=backend.name == "cpu")  # as the trainer runs it
     seed, counter, eps = 11, 5, 0.5
     device_x, result = _dev(backend, x), {}
     scalars = _scalar(backend, counter, np.uint64), _scalar(backend, eps, np.float32)

@@ -75,7 +75,7 @@ def direct_gradients(model, ws, x, seed, counter, eps, samples=1, two_sided=Fals
         model.decoder_backward_sampled_codes(x, ws.codes, samples, 1.0 / rows, ws.candidates)
     else:
         model.decoder_backward_codes(ws.codes, ws.decoder, ws.dout)
-    model.encoder_backward(x, ws.encoder, ws.dlogits)
+    model.encoder_backward(x, ws.encoder, ws.dlogits, ws.active)
     return ws.recon, ws.kl
 
 
@@ -118,7 +118,7 @@ def structured_direct_gradients(model, ws, x, seed, counter, eps, samples=1, two
     ops.pairwise_direct_grad(enc_out, base, z_dir, eps, 1.0 / batch, samples,
                              shape.pairwise == "attractive", two_sided, ws.dlogits)
     model.decoder_backward_codes(z_opt, ws.decoder, ws.dout)
-    model.encoder_backward(x, ws.encoder, ws.dlogits)
+    model.encoder_backward(x, ws.encoder, ws.dlogits, ws.active)
     return ws.recon, ws.kl
 
 
@@ -187,6 +187,13 @@ def can_prune(backend, shape, config):
     chunk), one-sided, N > 1 (independent categoricals or the pairwise model)."""
     return (backend.name == "cpu" and config.name == "direct" and not config.two_sided
             and shape.n_latent > 1)
+
+
+def can_gather_active_rows(backend, config):
+    """Whether the encoder's backward can run on the rows of dlogits that are not all zero
+    (kernels/active_rows.py): the CPU (the host reads their count), the direct estimator (the
+    other estimators' rows are never zero)."""
+    return backend.name == "cpu" and config.name == "direct"
 
 
 def batch_loss(recon, kl):

@@ -46,7 +46,8 @@ def counting_backend(backend, log):
 def launches_of_one_step(shape, estimator_config, batch_size=100, chunk=None):
     """The launch sequence (op and array-function names) of one eager training step on the CPU
     kernels, batch gather included, for a model of `shape`; `chunk` candidate rows at once
-    (N > 1; default the CPU's). Without the CPU's pruning of neighbours, as a GPU runs it."""
+    (N > 1; default the CPU's). Without the CPU's pruning of neighbours and its gather of the
+    encoder backward's active rows, as a GPU runs it."""
     import numpy as np
 
     from .backend import cpu_backend
@@ -56,7 +57,7 @@ def launches_of_one_step(shape, estimator_config, batch_size=100, chunk=None):
     log = []
     backend = counting_backend(cpu_backend(), log)
     step = TrainStep(Model(shape, backend, seed=0), estimator_config, 0, batch_size, 1e-3, chunk,
-                     prune=False)
+                     prune=False, active_rows=False)
     step.set_state(0, 0, 1.0)
     images = (np.random.default_rng(0).uniform(size=(batch_size, shape.pixels)) > 0.5).astype(np.uint8)
     order = np.arange(batch_size, dtype=np.int64)

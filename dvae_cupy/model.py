@@ -17,6 +17,7 @@ import numpy as np
 from . import reference
 from .kernels.candidates import candidate_count
 from .reference import PARAM_NAMES
+from .workspace import MLPArrays
 
 
 LATENT_STRUCTURES = ("categorical", "pairwise")
@@ -197,8 +198,19 @@ class Model:
         solve(scores, pairwise, samples, rows, count, codes)
         return codes
 
-    def encoder_backward(self, x, encoder, dlogits):
-        """Fills the 4 encoder gradients from dL/dlogits (B, N*K), at encode's `encoder`."""
+    def encoder_backward(self, x, encoder, dlogits, active=None):
+        """Fills the 4 encoder gradients from dL/dlogits (B, N*K), at encode's `encoder`.
+        active (an ActiveRowArrays, the CPU): the backward runs on the rows of dlogits that are
+        not all zero, gathered, when there are at most active.limit of them: the same sums, bit
+        for bit, without the zero rows' terms (kernels/active_rows.py)."""
+        if active is not None:
+            count = self.ops.gather_active_rows(dlogits, encoder.hidden, x, active.limit,
+                                                active.rows, active.dout, active.hidden,
+                                                active.inputs)
+            if count <= active.limit:
+                rows = MLPArrays(active.hidden[:count], None, active.dhidden[:count])
+                self._mlp_backward(active.inputs[:count], rows, active.dout[:count], "enc")
+                return
         self._mlp_backward(x, encoder, dlogits, "enc")
 
     # -----------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ CUDA launchers, with the same arguments. The neighbours' pruning (prune_rows, se
 store_listed_candidate_losses; for the pairwise model neighbour_loss_bounds,
 list_flipped_neighbours and the solvers' *_listed variants) is the CPU's only: the host reads
 each chunk's size from it (kernels/neighbour_pruning.py, kernels/structured_pruning.py), and the
-GPU decodes every neighbour in one chunk."""
+GPU decodes every neighbour in one chunk. So is gather_active_rows (kernels/active_rows.py): the
+host reads how many rows the encoder's backward runs on; the GPU runs it on the whole batch."""
+from .kernels.active_rows import gather_active_rows
 from .kernels.adam import adam_update
 from .kernels.argmax import direct_logit_grad, sample_codes
 from .kernels.batch import gather_targets
@@ -25,7 +27,7 @@ from .kernels.softmax_kl import softmax_kl
 from .kernels.step_end import finish_step
 from .kernels.structured_pruning import list_flipped_neighbours, neighbour_loss_bounds, single_flip_codes
 
-__all__ = ["adam_update", "bce_rows", "bias_act", "code_losses", "direct_logit_grad",
+__all__ = ["adam_update", "gather_active_rows", "bce_rows", "bias_act", "code_losses", "direct_logit_grad",
            "finish_step", "gather_rows_sum", "gather_targets", "gumbel_noise", "neighbour_hidden", "enumeration_argmax",
            "enumeration_argmax_listed", "list_flipped_neighbours", "mincut_argmax",
            "mincut_argmax_listed", "neighbour_loss_bounds", "single_flip_codes", "pairwise_direct_grad", "perturb_unaries", "shift_unaries",

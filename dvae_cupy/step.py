@@ -19,7 +19,7 @@ import contextlib
 
 import numpy as np
 
-from .estimators import can_prune, estimator_gradients
+from .estimators import can_gather_active_rows, can_prune, estimator_gradients
 from .workspace import TrainWorkspace, workspace_arrays
 
 CPU_CANDIDATE_CHUNK = 4096        # rows: the (chunk x D) float32 block stays ~12 MB, cache-sized
@@ -41,11 +41,16 @@ def candidate_chunk(backend, shape, rows):
 class TrainStep:
     """A training step of `model` with `estimator_config`, on batches of `batch_size` images."""
 
-    def __init__(self, model, estimator_config, seed, batch_size, lr, chunk=None, prune=None):
+    def __init__(self, model, estimator_config, seed, batch_size, lr, chunk=None, prune=None,
+                 active_rows=None):
         """prune: skip the direct estimator's N > 1 neighbours that cannot be z_dir(+eps)
         (kernels/neighbour_pruning.py, for the pairwise model kernels/structured_pruning.py;
         z_dir is unchanged). None: wherever it can (the CPU,
-        one-sided, N > 1: estimators.can_prune); True where it cannot is an error."""
+        one-sided, N > 1: estimators.can_prune); True where it cannot is an error.
+        active_rows: run the encoder's backward on the rows of dlogits that are not all zero
+        (kernels/active_rows.py; the same gradients bit for bit). None: wherever it can (the
+        CPU, the direct estimator: estimators.can_gather_active_rows); True where it cannot is
+        an error."""
         xp = model.xp
         self.model, self.config, self.seed, self.lr = model, estimator_config, int(seed), lr
         samples = estimator_config.samples
@@ -54,10 +59,14 @@ class TrainStep:
             raise ValueError("prune needs the cpu backend and the one-sided direct estimator with "
                              "N > 1 (independent categoricals or the pairwise model)")
         self.prune = possible if prune is None else bool(prune)
+        possible = can_gather_active_rows(model.backend, estimator_config)
+        if active_rows and not possible:
+            raise ValueError("active_rows needs the cpu backend and the direct estimator")
+        self.active_rows = possible if active_rows is None else bool(active_rows)
         if chunk is None:
             chunk = candidate_chunk(model.backend, model.shape, batch_size * samples)
         self.workspace = TrainWorkspace(xp, model.shape, estimator_config.name, batch_size,
-                                        samples, chunk, self.prune)
+                                        samples, chunk, self.prune, self.active_rows)
         self.counter = xp.zeros(1, dtype=np.uint64)
         self.adam_step = xp.zeros(1, dtype=np.int64)
         self.eps = xp.ones(1, dtype=np.float32)
