@@ -140,6 +140,35 @@ def test_bias_corrections_body_equals_the_python_formula():
             assert ops.adam_bias_corrections(lr, beta1, beta2, step) == expected, step
 
 
+def test_the_multiply_by_the_inverse_correction_is_the_float32_division_for_every_significand():
+    # adam_element's float32(float64(s) * (1 / float64(c))) against s / c in float32 (NumPy's
+    # IEEE division), for every float32 significand of s in [1, 2) (the result only scales with
+    # s's exponent; a second binade near sqrt(tiny) checks that), for the corrections of the
+    # first steps and later ones at three beta2, and for random normal c. Breaking it (a
+    # float32 reciprocal, s * float32(1 / c)) fails here.
+    s = (np.arange(2 ** 23, dtype=np.uint32) | np.uint32(127 << 23)).view(np.float32)
+    assert s[0] == 1.0 and s[-1] == np.nextafter(np.float32(2), np.float32(0))
+    steps = list(range(1, 9)) + [50, 999, 12345]
+    corrections = {np.float32(math.sqrt(1.0 - beta2 ** float(t)))
+                   for beta2 in (0.999, 0.9, 0.9999) for t in steps}
+    rng_ = np.random.default_rng(7)
+    corrections |= set(np.float32(2.0) ** rng_.integers(-40, 1, 8).astype(np.float32)
+                       * rng_.uniform(0.5, 1.0, 8).astype(np.float32))
+    corrections.discard(np.float32(1.0))
+    wide, got, want = np.empty(s.size), np.empty(s.size, np.float32), np.empty(s.size, np.float32)
+    for index, c in enumerate(sorted(corrections)):
+        inverse = np.float64(ops.inverse_correction(c))
+        for scale in (np.float32(1.0), np.float32(2.0 ** -60))[:1 + (index % 8 == 0)]:
+            scaled = s * scale
+            wide[...] = scaled
+            wide *= inverse  # in float64
+            got[...] = wide
+            np.divide(scaled, c, out=want)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32),
+                                          err_msg=f"c = {c!r}")
+    assert ops.inverse_correction(np.float32(1.0)) == 1.0
+
+
 ARRAYS = ["param", "grad", "m", "v"]
 
 
