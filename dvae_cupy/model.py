@@ -17,7 +17,6 @@ import numpy as np
 from . import reference
 from .kernels.candidates import candidate_count
 from .reference import PARAM_NAMES
-from .workspace import MLPArrays
 
 
 LATENT_STRUCTURES = ("categorical", "pairwise")
@@ -149,14 +148,20 @@ class Model:
     def _mlp_backward(self, inputs, arrays, dout, prefix):
         """Fills the 4 gradients of `prefix` from dL/d(outputs) at _mlp_forward's `arrays`, and
         dL/d(inputs) into arrays.dinputs when there is one."""
-        p, g, xp = self.params, self.grads, self.xp
-        xp.matmul(arrays.hidden.T, dout, out=g[f"{prefix}_w2"])
-        xp.sum(dout, axis=0, out=g[f"{prefix}_b2"])
+        p, xp = self.params, self.xp
         xp.matmul(dout, p[f"{prefix}_w2"].T, out=arrays.dhidden)
-        self.ops.relu_backward(arrays.dhidden, arrays.hidden, g[f"{prefix}_b1"])
-        xp.matmul(inputs.T, arrays.dhidden, out=g[f"{prefix}_w1"])
+        self._mlp_weight_grads(inputs, arrays.hidden, arrays.dhidden, dout, prefix)
         if arrays.dinputs is not None:
             xp.matmul(arrays.dhidden, p[f"{prefix}_w1"].T, out=arrays.dinputs)
+
+    def _mlp_weight_grads(self, inputs, hidden, dhidden, dout, prefix):
+        """The 4 gradients of `prefix`, sums over the rows of inputs, hidden (post-ReLU), dhidden
+        (dL/d hidden, masked here by the ReLU) and dout (dL/d outputs)."""
+        g, xp = self.grads, self.xp
+        xp.matmul(hidden.T, dout, out=g[f"{prefix}_w2"])
+        xp.sum(dout, axis=0, out=g[f"{prefix}_b2"])
+        self.ops.relu_backward(dhidden, hidden, g[f"{prefix}_b1"])
+        xp.matmul(inputs.T, dhidden, out=g[f"{prefix}_w1"])
 
     # Encoder: x (B, D) -> logits (B, N*K), or the pairwise model's potentials (B, 2N + P).
 
@@ -200,18 +205,20 @@ class Model:
 
     def encoder_backward(self, x, encoder, dlogits, active=None):
         """Fills the 4 encoder gradients from dL/dlogits (B, N*K), at encode's `encoder`.
-        active (an ActiveRowArrays, the CPU): the backward runs on the rows of dlogits that are
-        not all zero, gathered, when there are at most active.limit of them: the same sums, bit
-        for bit, without the zero rows' terms (kernels/active_rows.py)."""
-        if active is not None:
-            count = self.ops.gather_active_rows(dlogits, encoder.hidden, x, active.limit,
-                                                active.rows, active.dout, active.hidden,
-                                                active.inputs)
-            if count <= active.limit:
-                rows = MLPArrays(active.hidden[:count], None, active.dhidden[:count])
-                self._mlp_backward(active.inputs[:count], rows, active.dout[:count], "enc")
-                return
-        self._mlp_backward(x, encoder, dlogits, "enc")
+        active (an ActiveRowArrays, the CPU): the sums over the batch run on the rows of dlogits
+        that are not all zero, gathered, when there are at most active.limit of them; the same
+        numbers, bit for bit, without the zero rows' terms (kernels/active_rows.py). dH is made
+        on the whole batch either way: BLAS adds a few rows' products in another order."""
+        if active is None:
+            self._mlp_backward(x, encoder, dlogits, "enc")
+            return
+        self.xp.matmul(dlogits, self.params["enc_w2"].T, out=encoder.dhidden)
+        batch = (dlogits, encoder.hidden, encoder.dhidden, x)
+        gathered = (active.dout, active.hidden, active.dhidden, active.inputs)
+        count = self.ops.gather_active_rows(dlogits, active.limit, active.rows, batch, gathered)
+        dout, hidden, dhidden, inputs = (
+            [a[:count] for a in gathered] if count <= active.limit else batch)
+        self._mlp_weight_grads(inputs, hidden, dhidden, dout, "enc")
 
     # -----------------------------------------------------------------------------------------
     # Decoder on integer codes: the first layer is a gather-sum of N rows, never a dense GEMM.

@@ -139,13 +139,13 @@ class NeighbourArrays:
 
 @dataclass
 class ActiveRowArrays:
-    """The CPU's encoder backward on the rows of dlogits that are not all zero, gathered
-    (kernels/active_rows.py; the direct estimator: an image whose z_dir is z_opt has none).
-    Each step uses the first `count` rows:
+    """The CPU's encoder backward: its sums over the batch on the rows of dlogits that are not
+    all zero, gathered (kernels/active_rows.py; the direct estimator: an image whose z_dir is
+    z_opt has none). Each step uses the first `count` rows:
         rows     (B,) int64   the active rows' indices in the batch, ascending
         dout     (B, W)       their dlogits rows
         hidden   (B, H)       their encoder hidden layers (post-ReLU)
-        dhidden  (B, H)       dL/d hidden at them (backward)
+        dhidden  (B, H)       their dL/d hidden (made on the whole batch), then ReLU-masked
         inputs   (B, D)       their images
         limit    int          the most rows gathered: with more, the backward runs on the whole
                               batch (gathering 9 rows in 10 costs about what it saves)

@@ -7,22 +7,24 @@ images of a batch (79 % of the rows over a first epoch at N = 1, K = 10, 94 % by
 Such a row adds exact zeros to every sum of the backward (x^T dH, hidden^T dlogits, the bias
 sums), so those sums are the same numbers over the other rows alone.
 
-  gather_active_rows(dout (B,W), hidden (B,H), inputs (B,D), limit, rows int64 (B,),
-                     dout_out (B,W), hidden_out (B,H), inputs_out (B,D)) -> count
+  gather_active_rows(dout (B,W), limit, rows int64 (B,), sources, outs) -> count
       rows[:count] = the indices of dout's rows with any element != 0 (NaN counts: it must reach
-      the gradients), ascending. When count <= limit, row i < count of each *_out is that row
-      of its source; otherwise (too many rows for the gather to pay) nothing is gathered.
-      A single active row is paired with a neighbouring zero row (count 2, still ascending):
-      NumPy sends a one-row product to gemv, which adds in another order than gemm, and the
-      zero row adds exact zeros.
+      the gradients), ascending. When count <= limit, row i < count of each array of the tuple
+      `outs` is that row of the same-shaped array of `sources` (float32 (B, *) each); otherwise
+      (too many rows for the gather to pay) nothing is gathered. A single active row is paired
+      with a neighbouring zero row (count 2, still ascending): NumPy sends a one-row product to
+      gemv, which adds in another order than gemm, and the zero row adds exact zeros.
 
-Why the bits are those of the full products: a float32 sum that starts at +0 never becomes -0,
-and adding an exact zero to it changes nothing, so a sum over the rows in order, with the zero
-rows' terms skipped, is the same chain of roundings. That holds for OpenBLAS's sgemm, whose
-micro-kernels add each output's terms in order of the summed index (tests/test_active_rows.py
-checks it on this machine's BLAS, and the step with and without the gather bit for bit); a BLAS
-that splits the summed index differently could round the last bit differently, never the
-estimator's codes.
+Why the bits are those of the whole batch's products: a float32 sum that starts at +0 never
+becomes -0, and adding an exact zero to it changes nothing, so a sum over the rows in order, with
+the zero rows' terms skipped, is the same chain of roundings. That holds for the sums over the
+batch (x^T dH, hidden^T dlogits, the bias sums) with OpenBLAS's sgemm, whose micro-kernels add
+each output's terms in order of the summed index (tests/test_active_rows.py checks it on this
+machine's BLAS, and whole steps with and without the gather bit for bit). It does not hold for
+a product whose rows are the batch's: OpenBLAS picks another kernel for a few rows of
+dlogits @ W^T, which adds its W columns in another order, so the model computes dH on the whole
+batch and gathers its rows too. A BLAS that splits the summed index differently could round
+the last bit differently, never the estimator's codes.
 """
 import numba
 import numpy as np
@@ -54,37 +56,32 @@ def _active_rows(dout, rows):
 
 
 @numba.njit(cache=CACHE)
-def _gather(source, rows, count, out):
-    for i in range(count):
-        out[i, :] = source[rows[i], :]
-
-
-@numba.njit(cache=CACHE)
-def _gather_active_rows(dout, hidden, inputs, limit, rows, dout_out, hidden_out, inputs_out):
+def _gather_active_rows(dout, limit, rows, sources, outs):
     count = _active_rows(dout, rows)
     if count <= limit:
-        _gather(dout, rows, count, dout_out)
-        _gather(hidden, rows, count, hidden_out)
-        _gather(inputs, rows, count, inputs_out)
+        for source, out in zip(sources, outs):
+            for i in range(count):
+                out[i, :] = source[rows[i], :]
     return count
 
 
-def gather_active_rows(dout, hidden, inputs, limit, rows, dout_out, hidden_out, inputs_out):
-    """See the module docstring. float32 C-contiguous 2-D arrays of one row count B (each *_out
-    its source's shape), rows int64 (B,), limit an int; returns count."""
-    batch = dout.shape[0] if hasattr(dout, "shape") else None
-    for name, array in (("dout", dout), ("hidden", hidden), ("inputs", inputs),
-                        ("dout_out", dout_out), ("hidden_out", hidden_out),
-                        ("inputs_out", inputs_out)):
-        check_array(name, array, np.float32, ndim=2)
-        if array.shape[0] != batch:
-            raise ValueError("%s must have dout's %d rows, got shape %s"
-                             % (name, batch, tuple(array.shape)))
-    for name, source, out in (("dout_out", dout, dout_out), ("hidden_out", hidden, hidden_out),
-                              ("inputs_out", inputs, inputs_out)):
-        if out.shape != source.shape:
-            raise ValueError("%s must have shape %s, got %s"
-                             % (name, tuple(source.shape), tuple(out.shape)))
+def gather_active_rows(dout, limit, rows, sources, outs):
+    """See the module docstring. dout float32 (B, W), rows int64 (B,), limit an int, sources
+    and outs tuples of float32 C-contiguous 2-D arrays, outs[i] of sources[i]'s shape, each of
+    B rows; returns count."""
+    check_array("dout", dout, np.float32, ndim=2)
+    batch = dout.shape[0]
     check_array("rows", rows, np.int64, shape=(batch,))
-    return _gather_active_rows(dout, hidden, inputs, int(limit), rows, dout_out, hidden_out,
-                               inputs_out)
+    if len(sources) != len(outs):
+        raise ValueError("sources and outs must pair up, got %d and %d arrays"
+                         % (len(sources), len(outs)))
+    for i, (source, out) in enumerate(zip(sources, outs)):
+        check_array("sources[%d]" % i, source, np.float32, ndim=2)
+        check_array("outs[%d]" % i, out, np.float32, ndim=2)
+        if source.shape[0] != batch:
+            raise ValueError("sources[%d] must have dout's %d rows, got shape %s"
+                             % (i, batch, tuple(source.shape)))
+        if out.shape != source.shape:
+            raise ValueError("outs[%d] must have shape %s, got %s"
+                             % (i, tuple(source.shape), tuple(out.shape)))
+    return _gather_active_rows(dout, int(limit), rows, tuple(sources), tuple(outs))

@@ -29,9 +29,10 @@ def gather(dout, limit=None):
     batch, width = dout.shape
     hidden = RNG.standard_normal((batch, 6)).astype(np.float32)
     inputs = RNG.standard_normal((batch, 5)).astype(np.float32)
-    outs = [np.full_like(a, 7.0) for a in (dout, hidden, inputs)]
+    outs = tuple(np.full_like(a, 7.0) for a in (dout, hidden, inputs))
     rows = np.full(batch, -1, np.int64)
-    count = gather_active_rows(dout, hidden, inputs, batch if limit is None else limit, rows, *outs)
+    count = gather_active_rows(dout, batch if limit is None else limit, rows,
+                               (dout, hidden, inputs), outs)
     return count, rows, (dout, hidden, inputs), outs
 
 
@@ -68,22 +69,22 @@ def test_above_the_limit_the_rows_are_counted_and_nothing_is_gathered():
 def test_wrong_arguments_are_named():
     dout, hidden, inputs = (np.zeros((4, w), np.float32) for w in (3, 6, 5))
     rows = np.zeros(4, np.int64)
-    with pytest.raises(ValueError, match="hidden_out must have shape"):
-        gather_active_rows(dout, hidden, inputs, 4, rows, dout.copy(), np.zeros((4, 5), np.float32),
-                           inputs.copy())
+    with pytest.raises(ValueError, match=r"outs\[1\] must have shape"):
+        gather_active_rows(dout, 4, rows, (dout, hidden), (dout.copy(), inputs.copy()))
     with pytest.raises(ValueError, match="rows must be int64"):
-        gather_active_rows(dout, hidden, inputs, 4, rows.astype(np.int32), dout.copy(),
-                           hidden.copy(), inputs.copy())
-    with pytest.raises(ValueError, match="inputs must have dout's 4 rows"):
-        gather_active_rows(dout, hidden, inputs[:3], 4, rows, dout.copy(), hidden.copy(),
-                           inputs[:3].copy())
+        gather_active_rows(dout, 4, rows.astype(np.int32), (hidden,), (hidden.copy(),))
+    with pytest.raises(ValueError, match=r"sources\[0\] must have dout's 4 rows"):
+        gather_active_rows(dout, 4, rows, (inputs[:3],), (inputs[:3].copy(),))
+    with pytest.raises(ValueError, match="sources and outs must pair up"):
+        gather_active_rows(dout, 4, rows, (hidden, inputs), (hidden.copy(),))
 
 
 # ---------------------------------------------------------------------------------------------
 # The encoder's backward: on the active rows, the same gradients as on the whole batch
 
-SHAPE = ModelShape(1, 10)  # the default model: D = 784, H = 300
 BATCH = 100
+SHAPES = {"n1-k10": ModelShape(1, 10), "n20-k10": ModelShape(20, 10),  # D = 784, H = 300
+          "pairwise-n15": ModelShape(15, 2, structure="pairwise")}    # 135 encoder outputs
 
 
 def encoder_gradients(model, x, encoder, dlogits, active):
@@ -93,15 +94,16 @@ def encoder_gradients(model, x, encoder, dlogits, active):
     return {name: g.copy() for name, g in model.grads.items() if name.startswith("enc")}
 
 
-@pytest.mark.parametrize("count", [0, 1, 2, 3, 13, 40, 90, 91, 100])
-def test_the_encoder_gradients_on_the_active_rows_are_those_of_the_whole_batch(count):
-    model = Model(SHAPE, CPU, seed=3)
-    x = (RNG.uniform(size=(BATCH, SHAPE.pixels)) < 0.3).astype(np.float32)  # 0/1, as trained
-    encoder = MLPArrays.allocate(np, BATCH, SHAPE.hidden, SHAPE.encoder_outputs)
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 4, 5, 13, 40, 90, 91, 100])
+def test_the_encoder_gradients_on_the_active_rows_are_those_of_the_whole_batch(count, shape):
+    model = Model(shape, CPU, seed=3)
+    x = (RNG.uniform(size=(BATCH, shape.pixels)) < 0.3).astype(np.float32)  # 0/1, as trained
+    encoder = MLPArrays.allocate(np, BATCH, shape.hidden, shape.encoder_outputs)
     model.encode(x, encoder)
     active_rows = sorted(RNG.choice(BATCH, count, replace=False).tolist())
-    dlogits = dout_with_active_rows(BATCH, SHAPE.encoder_outputs, active_rows)
-    active = ActiveRowArrays.allocate(np, BATCH, SHAPE.encoder_outputs, SHAPE.hidden, SHAPE.pixels)
+    dlogits = dout_with_active_rows(BATCH, shape.encoder_outputs, active_rows)
+    active = ActiveRowArrays.allocate(np, BATCH, shape.encoder_outputs, shape.hidden, shape.pixels)
     assert active.limit == 90  # 91 and 100 rows take the whole batch's path
     whole = encoder_gradients(model, x, encoder, dlogits, None)
     gathered = encoder_gradients(model, x, encoder, dlogits, active)
@@ -133,7 +135,9 @@ def train(shape, config, active_rows, steps=6, batch=20):
     (ModelShape(1, 10, hidden=40, pixels=30), EstimatorConfig(gumbel_samples=2)),
     (ModelShape(3, 4, hidden=40, pixels=30), EstimatorConfig(two_sided=True)),
     (ModelShape(4, 2, hidden=40, pixels=30, structure="pairwise"), EstimatorConfig()),
-], ids=["n1", "n1-two-samples", "n3-two-sided", "pairwise"])
+    (ModelShape(15, 2, hidden=40, pixels=30, structure="pairwise", pairwise="signed"),
+     EstimatorConfig()),
+], ids=["n1", "n1-two-samples", "n3-two-sided", "pairwise", "pairwise-n15-signed"])
 def test_training_steps_are_the_same_bits_with_the_gather(shape, config):
     whole, _ = train(shape, config, False)
     gathered, counts = train(shape, config, True)
