@@ -56,19 +56,21 @@ def _active_rows(dout, rows):
 
 
 @numba.njit(cache=CACHE)
-def _gather_active_rows(dout, limit, rows, sources, outs):
-    count = _active_rows(dout, rows)
-    if count <= limit:
-        for source, out in zip(sources, outs):
-            for i in range(count):
-                out[i, :] = source[rows[i], :]
-    return count
+def _gather(source, rows, count, out):
+    for i in range(count):
+        out[i, :] = source[rows[i], :]
 
 
-def gather_active_rows(dout, limit, rows, sources, outs):
-    """See the module docstring. dout float32 (B, W), rows int64 (B,), limit an int, sources
-    and outs tuples of float32 C-contiguous 2-D arrays, outs[i] of sources[i]'s shape, each of
-    B rows; returns count."""
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _fits(array, batch):
+    return (getattr(array, "dtype", None) is _FLOAT32 and len(array.shape) == 2
+            and array.shape[0] == batch and array.flags["C_CONTIGUOUS"])
+
+
+def _check(dout, rows, sources, outs):
+    """Each argument's fault, named (run only when the quick test in gather_active_rows fails)."""
     check_array("dout", dout, np.float32, ndim=2)
     batch = dout.shape[0]
     check_array("rows", rows, np.int64, shape=(batch,))
@@ -84,4 +86,22 @@ def gather_active_rows(dout, limit, rows, sources, outs):
         if out.shape != source.shape:
             raise ValueError("outs[%d] must have shape %s, got %s"
                              % (i, tuple(source.shape), tuple(out.shape)))
-    return _gather_active_rows(dout, int(limit), rows, tuple(sources), tuple(outs))
+
+
+def gather_active_rows(dout, limit, rows, sources, outs):
+    """See the module docstring. dout float32 (B, W), rows int64 (B,), limit an int, sources
+    and outs tuples of float32 C-contiguous 2-D arrays, outs[i] of sources[i]'s shape, each of
+    B rows; returns count. One quick test of all the arguments, the named checks only when it
+    fails (the checks of 9 arrays cost what the gather does, every step)."""
+    batch = dout.shape[0] if _fits(dout, getattr(dout, "shape", (None,))[0]) else None
+    fine = (batch is not None and getattr(rows, "dtype", None) == np.int64
+            and rows.shape == (batch,) and len(sources) == len(outs)
+            and all(_fits(a, batch) and _fits(b, batch) and a.shape == b.shape
+                    for a, b in zip(sources, outs)))
+    if not fine:
+        _check(dout, rows, sources, outs)
+    count = _active_rows(dout, rows)
+    if count <= limit:
+        for source, out in zip(sources, outs):
+            _gather(source, rows, count, out)
+    return count
