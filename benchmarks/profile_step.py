@@ -115,7 +115,8 @@ def epoch_seconds(trainer):
 
 def profile(n, k, steps, repeats):
     """(rows [(key, s/step)], loop s/step timed, loop s/steps untimed (each a list over the
-    repeats), GEMM flops per step {key: (flops, shape for its rate)})."""
+    repeats), GEMM flops per step {key: (flops, shape for its rate)}, the timed trainer's
+    ActiveRowArrays or None)."""
     plain = make_trainer(n, k, steps)
     epoch_seconds(plain)  # warm-up: compilation, BLAS threads, caches
     trainer = make_trainer(n, k, steps)
@@ -132,7 +133,7 @@ def profile(n, k, steps, repeats):
     keys = sorted(runs[0], key=lambda key: -runs[0][key])
     rows = [(key, float(np.median([r.get(key, 0.0) for r in runs])) / steps) for key in keys]
     per_step = {key: (f / steps, shape) for key, (f, shape) in flops.items()}
-    return rows, timed_times, plain_times, per_step
+    return rows, timed_times, plain_times, per_step, trainer.train_step.workspace.active
 
 
 def label(key):
@@ -155,7 +156,7 @@ def main():
     rates = {}
     for pair in args.configs:
         n, k = map(int, pair.split("x"))
-        rows, timed, plain, flops = profile(n, k, args.steps, args.repeats)
+        rows, timed, plain, flops, active = profile(n, k, args.steps, args.repeats)
         timed_s, plain_s = float(np.median(timed)), float(np.median(plain))
         print(f"### N={n}, K={k}: {plain_s * 1e3:.2f} ms per step in the loop with no timers "
               f"(epochs {', '.join(f'{t * 1e3:.2f}' for t in plain)}); {timed_s * 1e3:.2f} ms "
@@ -181,6 +182,10 @@ def main():
               f"MFLOP, at this machine's sgemm rate at each shape): {floor_s * 1e3:.2f} ms = "
               f"{floor_s / plain_s:.0%} of the loop's step. GEMM flops our step ran: "
               f"{done / 1e6:.0f} MFLOP.\n", flush=True)
+        if active is not None and active.seen:
+            print(f"The encoder's sums over the batch ran on {active.gathered / active.seen:.1%} "
+                  f"of its {active.seen} rows over the timed trainer's epochs, A rows a step "
+                  f"(kernels/active_rows.py).\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,8 @@ class Model:
         count = self.ops.gather_active_rows(dlogits, active.limit, active.rows, batch, gathered)
         dout, hidden, dhidden, inputs = (
             [a[:count] for a in gathered] if count <= active.limit else batch)
+        active.seen += len(dlogits)
+        active.gathered += len(dout)
         self._mlp_weight_grads(inputs, hidden, dhidden, dout, "enc")
 
     # -----------------------------------------------------------------------------------------

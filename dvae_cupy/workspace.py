@@ -149,6 +149,8 @@ class ActiveRowArrays:
         inputs   (B, D)       their images
         limit    int          the most rows gathered: with more, the backward runs on the whole
                               batch (gathering 9 rows in 10 costs about what it saves)
+    and two host counts over the arrays' life: the batch rows the backward has `seen` and those
+    it `gathered` (ran on).
     """
     rows: object
     dout: object
@@ -156,6 +158,8 @@ class ActiveRowArrays:
     dhidden: object
     inputs: object
     limit: int
+    seen: int = 0
+    gathered: int = 0
 
     @classmethod
     def allocate(cls, xp, batch, width, hidden, inputs):

@@ -126,6 +126,11 @@ def train(shape, config, active_rows, steps=6, batch=20):
         step()
         if active_rows:
             gathered.append(int(np.count_nonzero(np.any(step.workspace.dlogits != 0, axis=1))))
+    if active_rows:  # the host counts: every row seen, the gathered ones (or whole batches)
+        active = step.workspace.active
+        assert active.seen == steps * batch
+        assert active.gathered == sum(c if c <= active.limit else batch for c in
+                                      (max(c, 2) if c == 1 else c for c in gathered))
     m, v = model.host_adam_moments()
     return [model.host_params(), m, v], gathered
 
