@@ -17,6 +17,8 @@ Adam's step, eps) are always 1-element arrays read inside the kernels.
                                                       codes, from the K codes' decoder)
   batch          gather_targets                       (the training batch and its targets)
   step_end       finish_step                          (loss sum and counters of a step)
+  active_rows    gather_active_rows                   (the CPU's: the encoder backward's rows that
+                                                      carry gradient, gathered)
 Helpers, no ops: _cuda (launch plumbing), _checks (argument checks), _reduce (block sum),
 fastmath_f32 (vectorisable float32 exp / log1p bodies), _compile (the on-disk kernel cache),
 _numba_init (Numba's start-up and the cached kernels' loads, in a thread).
