@@ -93,8 +93,9 @@ def gather_active_rows(dout, limit, rows, sources, outs):
     and outs tuples of float32 C-contiguous 2-D arrays, outs[i] of sources[i]'s shape, each of
     B rows; returns count. One quick test of all the arguments, the named checks only when it
     fails (the checks of 9 arrays cost what the gather does, every step)."""
-    batch = dout.shape[0] if _fits(dout, getattr(dout, "shape", (None,))[0]) else None
-    fine = (batch is not None and getattr(rows, "dtype", None) == np.int64
+    shape = getattr(dout, "shape", ())
+    batch = shape[0] if len(shape) == 2 else None
+    fine = (batch is not None and _fits(dout, batch) and getattr(rows, "dtype", None) == np.int64
             and rows.shape == (batch,) and len(sources) == len(outs)
             and all(_fits(a, batch) and _fits(b, batch) and a.shape == b.shape
                     for a, b in zip(sources, outs)))
