@@ -38,6 +38,14 @@ def candidate_chunk(backend, shape, rows):
     return int(max(CPU_CANDIDATE_CHUNK, min(total, min(GPU_CANDIDATE_BYTES, free // GPU_FREE_MEMORY_SHARE) // row_bytes)))
 
 
+def _where_possible(requested, possible, refusal):
+    """An on-where-it-can option: None -> `possible`; True where not possible -> ValueError
+    (`refusal`); otherwise the bool asked for."""
+    if requested and not possible:
+        raise ValueError(refusal)
+    return possible if requested is None else bool(requested)
+
+
 class TrainStep:
     """A training step of `model` with `estimator_config`, on batches of `batch_size` images."""
 
@@ -54,15 +62,13 @@ class TrainStep:
         xp = model.xp
         self.model, self.config, self.seed, self.lr = model, estimator_config, int(seed), lr
         samples = estimator_config.samples
-        possible = can_prune(model.backend, model.shape, estimator_config)
-        if prune and not possible:
-            raise ValueError("prune needs the cpu backend and the one-sided direct estimator with "
-                             "N > 1 (independent categoricals or the pairwise model)")
-        self.prune = possible if prune is None else bool(prune)
-        possible = can_gather_active_rows(model.backend, estimator_config)
-        if active_rows and not possible:
-            raise ValueError("active_rows needs the cpu backend and the direct estimator")
-        self.active_rows = possible if active_rows is None else bool(active_rows)
+        self.prune = _where_possible(
+            prune, can_prune(model.backend, model.shape, estimator_config),
+            "prune needs the cpu backend and the one-sided direct estimator with N > 1 "
+            "(independent categoricals or the pairwise model)")
+        self.active_rows = _where_possible(
+            active_rows, can_gather_active_rows(model.backend, estimator_config),
+            "active_rows needs the cpu backend and the direct estimator")
         if chunk is None:
             chunk = candidate_chunk(model.backend, model.shape, batch_size * samples)
         self.workspace = TrainWorkspace(xp, model.shape, estimator_config.name, batch_size,
